@@ -38,7 +38,8 @@ def check_shape(name: str, x: Any, shape: Sequence[int | None]) -> tuple[int, ..
     """``x`` has ``len(shape)`` axes; each axis whose entry is not None has that size."""
     actual = shape_of(name, x)
     want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
-    if len(actual) != len(shape) or any(s is not None and a != s for a, s in zip(actual, shape, strict=True)):
+    if len(actual) != len(shape) or any(
+            s is not None and a != s for a, s in zip(actual, shape, strict=True)):
         raise ValueError(f"{name} must have shape {want}; got shape {actual}")
     return actual
 

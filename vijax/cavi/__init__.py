@@ -1,0 +1,35 @@
+"""Coordinate-ascent variational inference for the earthquake mixture model.
+
+Specification: ``docs/MODEL.md`` section 1. The model and its block updates are pure
+functions in :mod:`vijax.cavi.model`; :func:`fit` runs restarts in parallel under ``jit``;
+:mod:`vijax.cavi.simulate` draws data from the model.
+"""
+
+from vijax.cavi.fit import FitResult, as_observations, as_prior, fit, init, predict, shard_events
+from vijax.cavi.model import (
+    Observations,
+    Params,
+    Prior,
+    Statistics,
+    assign_with_elbo,
+    assignment_logits,
+    elbo,
+    global_terms,
+    responsibilities,
+    statistics,
+    sweep,
+    update_assignments,
+    update_globals,
+    update_locations,
+    update_rates,
+    update_weights,
+)
+from vijax.cavi.simulate import Truth, sample_events, simulate
+
+__all__ = [
+    "FitResult", "Observations", "Params", "Prior", "Statistics", "Truth",
+    "as_observations", "as_prior", "assign_with_elbo", "assignment_logits", "elbo", "fit",
+    "global_terms", "init", "predict", "responsibilities", "sample_events", "shard_events",
+    "simulate", "statistics", "sweep", "update_assignments", "update_globals",
+    "update_locations", "update_rates", "update_weights",
+]
