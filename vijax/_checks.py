@@ -37,7 +37,8 @@ def shape_of(name: str, x: Any) -> tuple[int, ...]:
 def check_shape(name: str, x: Any, shape: Sequence[int | None]) -> tuple[int, ...]:
     """``x`` has ``len(shape)`` axes; each axis whose entry is not None has that size."""
     actual = shape_of(name, x)
-    want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+    parts = ["any" if s is None else str(s) for s in shape]
+    want = "(" + ", ".join(parts) + (",)" if len(parts) == 1 else ")")
     if len(actual) != len(shape) or any(
             s is not None and a != s for a, s in zip(actual, shape, strict=True)):
         raise ValueError(f"{name} must have shape {want}; got shape {actual}")

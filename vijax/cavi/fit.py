@@ -23,6 +23,7 @@ from vijax.cavi.model import (
     Params,
     Prior,
     assign_with_elbo,
+    event_terms,
     responsibilities,
     sweep,
 )
@@ -124,7 +125,8 @@ def _check_clusters(num_clusters: Any, num_events: int) -> int:
 # ------------------------------------------------------------------------------- init
 
 
-def init(key: Array, data: Observations, prior: Prior, num_clusters: int) -> tuple[Params, Array]:
+def init(key: Array, data: Observations, prior: Prior, num_clusters: int,
+         event_sum: Array | None = None) -> tuple[Params, Array]:
     """Initial variational parameters and their ELBO.
 
     The centres ``m_k`` are ``K`` distinct events drawn at random (padding excluded); each
@@ -137,6 +139,7 @@ def init(key: Array, data: Observations, prior: Prior, num_clusters: int) -> tup
         data: checked :class:`Observations`.
         prior: checked :class:`Prior` (see :func:`as_prior`).
         num_clusters: ``K``, static.
+        event_sum: optional, see :func:`vijax.cavi.model.assign_with_elbo`.
 
     Returns:
         ``(params, elbo)``.
@@ -155,13 +158,14 @@ def init(key: Array, data: Observations, prior: Prior, num_clusters: int) -> tup
         precision=(prior.rho + prior.tau * per_cluster) * ones,
         concentration=g,
     )
-    return assign_with_elbo(data, prior, params)
+    return assign_with_elbo(data, prior, params, event_sum)
 
 
 def _run(key: Array, data: Observations, prior: Prior, tol: Array, num_clusters: int,
          max_iter: int) -> tuple[Params, Array, Array, Array, Array]:
     """One restart: init, then sweeps in a ``lax.while_loop``."""
-    params, value = init(key, data, prior, num_clusters)
+    event_sum = event_terms(data, prior) @ data.weights
+    params, value = init(key, data, prior, num_clusters, event_sum)
     history = jnp.full((max_iter + 1,), jnp.nan, value.dtype).at[0].set(value)
 
     def cond(carry):
@@ -170,7 +174,7 @@ def _run(key: Array, data: Observations, prior: Prior, tol: Array, num_clusters:
 
     def body(carry):
         params, value, _, t, history = carry
-        params, new_value = sweep(data, prior, params)
+        params, new_value = sweep(data, prior, params, event_sum)
         change = jnp.abs(new_value - value) / jnp.maximum(jnp.abs(new_value), 1e-30)
         return params, new_value, change, t + 1, history.at[t + 1].set(new_value)
 
