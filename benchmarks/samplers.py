@@ -167,13 +167,19 @@ def throughput(n: int, log, repeat: int = 5) -> list[dict]:
     try:
         import torch
 
+        # The peer runs where JAX runs: on the GPU when JAX has one and torch sees it.
+        on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+        device = torch.device("cuda" if on_gpu else "cpu")
+        sync = torch.cuda.synchronize if on_gpu else (lambda: None)
         torch.manual_seed(0)
-        e = torch.distributions.Exponential(torch.tensor(1.0))
-        r = torch.distributions.RelaxedOneHotCategorical(torch.tensor(0.5),
-                                                         logits=torch.from_numpy(logits))
-        cases["exponential"]["torch"] = lambda: e.rsample((n,))
-        cases[f"relaxed categorical (K={k}, T=0.5)"]["torch"] = lambda: r.rsample((n,))
-        peer = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        e = torch.distributions.Exponential(torch.tensor(1.0, device=device))
+        r = torch.distributions.RelaxedOneHotCategorical(
+            torch.tensor(0.5, device=device), logits=torch.from_numpy(logits).to(device))
+        cases["exponential"]["torch"] = lambda: (e.rsample((n,)), sync())[0]
+        cases[f"relaxed categorical (K={k}, T=0.5)"]["torch"] = lambda: (r.rsample((n,)),
+                                                                         sync())[0]
+        where = torch.cuda.get_device_name() if on_gpu else f"{torch.get_num_threads()} threads"
+        peer = f"torch {torch.__version__} ({where})"
     except ImportError:
         peer = "torch (missing)"
     rows = []

@@ -143,6 +143,18 @@ def as_logits(*, logits: ArrayLike | None = None, probs: ArrayLike | None = None
     return lg
 
 
+def _location_scale(key: Array, loc: ArrayLike, scale: ArrayLike,
+                    sample_shape: int | Sequence[int]) -> tuple[Array, Array, tuple[int, ...]]:
+    """Checked ``loc``, ``scale`` (> 0) as float arrays, and the output shape
+    ``sample_shape + broadcast(loc, scale).shape``."""
+    check_key("key", key)
+    check_finite("loc", loc)
+    check_positive("scale", scale)
+    loc, scale = _float("loc", loc), _float("scale", scale)
+    batch = _broadcast(loc=loc.shape, scale=scale.shape)
+    return loc, scale, _sample_shape(sample_shape) + batch
+
+
 def _temperature(temperature: ArrayLike, batch_shape: tuple[int, ...]) -> Array:
     check_positive("temperature", temperature)
     t = _float("temperature", temperature)
@@ -171,15 +183,8 @@ def normal(key: Array, loc: ArrayLike = 0.0, scale: ArrayLike = 1.0,
     Returns:
       ``sample_shape + broadcast(loc, scale).shape`` samples.
     """
-    check_key("key", key)
-    check_finite("loc", loc)
-    check_positive("scale", scale)
-    loc, scale = _float("loc", loc), _float("scale", scale)
-    batch = _broadcast(loc=loc.shape, scale=scale.shape)
-    shape = _sample_shape(sample_shape) + batch
-    dtype = jnp.result_type(loc, scale)
-    eps = jax.random.normal(key, shape, dtype)
-    return loc + scale * eps
+    loc, scale, shape = _location_scale(key, loc, scale, sample_shape)
+    return loc + scale * jax.random.normal(key, shape, jnp.result_type(loc, scale))
 
 
 def normal_log_prob(z: ArrayLike, loc: ArrayLike = 0.0, scale: ArrayLike = 1.0) -> Array:
@@ -241,13 +246,8 @@ def gumbel(key: Array, loc: ArrayLike = 0.0, scale: ArrayLike = 1.0,
     Returns:
       ``sample_shape + broadcast(loc, scale).shape`` samples.
     """
-    check_key("key", key)
-    check_finite("loc", loc)
-    check_positive("scale", scale)
-    loc, scale = _float("loc", loc), _float("scale", scale)
-    batch = _broadcast(loc=loc.shape, scale=scale.shape)
-    dtype = jnp.result_type(loc, scale)
-    return loc + scale * _standard_gumbel(key, _sample_shape(sample_shape) + batch, dtype)
+    loc, scale, shape = _location_scale(key, loc, scale, sample_shape)
+    return loc + scale * _standard_gumbel(key, shape, jnp.result_type(loc, scale))
 
 
 def _standard_gumbel(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
