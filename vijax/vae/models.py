@@ -1,0 +1,160 @@
+"""Flax modules of the VAE (``docs/MODEL.md`` section 2): a Gaussian encoder, a Bernoulli decoder.
+
+    (mu, log sigma^2) = f(x)          q(z|x) = N(mu, diag sigma^2)
+    logits = g(z)                     p(x_i|z) = Bernoulli(sigmoid(logits_i))
+
+The default :class:`VAEConfig` is the course's network: encoder 784-400-400 with
+LeakyReLU(0.2) into a 200-d mean and a 200-d log-variance; decoder 200-400-400-784 giving
+logits (the sigmoid is applied inside the likelihood, never explicitly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = ["VAEConfig", "Encoder", "Decoder", "VAE", "ACTIVATIONS", "matmul_flops"]
+
+
+def _leaky_relu(x: jax.Array, negative_slope: float) -> jax.Array:
+    return jnp.where(x >= 0, x, negative_slope * x)
+
+
+#: Activation names accepted by :class:`VAEConfig`.
+ACTIVATIONS: dict[str, Callable[[jax.Array, float], jax.Array]] = {
+    "leaky_relu": _leaky_relu,
+    "relu": lambda x, _: jax.nn.relu(x),
+    "tanh": lambda x, _: jnp.tanh(x),
+    "elu": lambda x, _: jax.nn.elu(x),
+    "gelu": lambda x, _: jax.nn.gelu(x),
+    "softplus": lambda x, _: jax.nn.softplus(x),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    """Sizes and activation of the VAE; the defaults are the course's network.
+
+    Attributes:
+        input_dim: pixels per image (784 for 28x28).
+        hidden: widths of the hidden layers of the encoder; the decoder uses them reversed.
+        latent_dim: ``D``, the size of ``z``.
+        activation: a name in :data:`ACTIVATIONS`.
+        negative_slope: slope of ``leaky_relu`` for negative inputs.
+    """
+
+    input_dim: int = 784
+    hidden: tuple[int, ...] = (400, 400)
+    latent_dim: int = 200
+    activation: str = "leaky_relu"
+    negative_slope: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("input_dim", "latent_dim"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"VAEConfig.{name} must be an integer >= 1; got {v!r}")
+        hidden = tuple(self.hidden) if isinstance(self.hidden, list | tuple) else None
+        if hidden is None or any(isinstance(h, bool) or not isinstance(h, int) or h < 1
+                                 for h in hidden):
+            raise ValueError(f"VAEConfig.hidden must be a tuple of integers >= 1; "
+                             f"got {self.hidden!r}")
+        object.__setattr__(self, "hidden", hidden)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"VAEConfig.activation must be one of {sorted(ACTIVATIONS)}; "
+                             f"got {self.activation!r}")
+
+    def act(self, x: jax.Array) -> jax.Array:
+        return ACTIVATIONS[self.activation](x, self.negative_slope)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VAEConfig:
+        return cls(**{**d, "hidden": tuple(d["hidden"])})
+
+
+class Encoder(nn.Module):
+    """``x (B, input_dim) -> (mean (B, D), log_var (B, D))``."""
+
+    config: VAEConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = x
+        for i, width in enumerate(self.config.hidden):
+            h = self.config.act(nn.Dense(width, name=f"hidden_{i}")(h))
+        mean = nn.Dense(self.config.latent_dim, name="mean")(h)
+        log_var = nn.Dense(self.config.latent_dim, name="log_var")(h)
+        return mean, log_var
+
+
+class Decoder(nn.Module):
+    """``z (..., D) -> logits (..., input_dim)`` of the Bernoulli pixels."""
+
+    config: VAEConfig
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        h = z
+        for i, width in enumerate(reversed(self.config.hidden)):
+            h = self.config.act(nn.Dense(width, name=f"hidden_{i}")(h))
+        return nn.Dense(self.config.input_dim, name="logits")(h)
+
+
+class VAE(nn.Module):
+    """Encoder and decoder together. Parameters: ``{"encoder": ..., "decoder": ...}``.
+
+    ``model.apply({"params": p}, x, method="encode")`` gives ``(mean, log_var)``;
+    ``model.apply({"params": p}, z, method="decode")`` gives logits;
+    ``model.apply({"params": p}, x, eps)`` gives ``(logits, mean, log_var)`` with the
+    reparameterised ``z = mean + exp(log_var / 2) * eps``.
+    """
+
+    config: VAEConfig = VAEConfig()
+
+    def setup(self) -> None:
+        self.encoder = Encoder(self.config)
+        self.decoder = Decoder(self.config)
+
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.encoder(x)
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        return self.decoder(z)
+
+    def __call__(self, x: jax.Array, eps: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        mean, log_var = self.encode(x)
+        z = mean + jnp.exp(0.5 * log_var) * eps
+        return self.decode(z), mean, log_var
+
+    def init_params(self, key: jax.Array) -> dict:
+        """Fresh parameters (Flax's default initialisers), as a plain ``dict``."""
+        c = self.config
+        x = jnp.zeros((1, c.input_dim), jnp.float32)
+        eps = jnp.zeros((1, c.latent_dim), jnp.float32)
+        return dict(self.init(key, x, eps)["params"])
+
+
+def matmul_flops(config: VAEConfig) -> dict[str, int]:
+    """Floating-point operations of the matrix products, per image (2 per multiply-add).
+
+    Returns:
+        ``encoder`` and ``decoder`` (one forward pass each), ``train_step`` (forward and
+        backward of the one-sample loss: three times the forward, less the gradient with
+        respect to the input image, which is never formed) and ``iwae_sample`` (one decoder
+        pass per importance sample). Biases, activations and the optimiser are not counted.
+    """
+    widths = (config.input_dim, *config.hidden)
+    encoder = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    encoder += 2 * widths[-1] * config.latent_dim
+    dec_widths = (config.latent_dim, *reversed(config.hidden), config.input_dim)
+    decoder = sum(a * b for a, b in zip(dec_widths[:-1], dec_widths[1:], strict=True))
+    first = config.input_dim * (config.hidden[0] if config.hidden else 2 * config.latent_dim)
+    return {"encoder": 2 * encoder, "decoder": 2 * decoder,
+            "train_step": 6 * (encoder + decoder) - 2 * first, "iwae_sample": 2 * decoder}
