@@ -163,7 +163,7 @@ def study_simulated(out: Path, log: Log) -> tuple[str, dict]:
     rows = [{"cluster": k, "true centre": str(means[k].tolist()),
              "fitted centre": str(np.round(np.asarray(res.params.mean)[order[k]], 2).tolist()),
              "true rate": rates[k],
-             "fitted E[lam]": float(res.params.shape[order[k]] / res.params.rate[order[k]]),
+             "fitted E[lam]": float(res.params.gamma_shape[order[k]] / res.params.gamma_rate[order[k]]),
              "true weight": weights[k], "fitted E[pi]": float(g[order[k]] / g.sum())}
             for k in range(4)]
     log(f"simulated: ARI {ari:.3f}, best ELBO {float(res.elbo):.1f}")
@@ -211,7 +211,7 @@ def study_quakes(out: Path, log: Log, ks: range) -> tuple[str, dict]:
     r = np.asarray(p.responsibilities)
     label = r.argmax(1)
     g = np.asarray(p.concentration)
-    rate = np.asarray(p.shape / p.rate)
+    rate = np.asarray(p.gamma_shape / p.gamma_rate)
     fig, ax = plt.subplots(figsize=(6, 6))
     cmap = plt.get_cmap("tab10")
     for k in range(best_k):

@@ -32,8 +32,8 @@ def random_params(key, n, k, learned, dtype=jnp.float64):
     g = jnp.exp(jax.random.normal(ks[5], (k,), dtype)) + 0.5 if learned else None
     return model.Params(
         responsibilities=r,
-        shape=jnp.exp(jax.random.normal(ks[1], (k,), dtype)) + 1.0,
-        rate=jnp.exp(jax.random.normal(ks[2], (k,), dtype)) * 0.1 + 0.05,
+        gamma_shape=jnp.exp(jax.random.normal(ks[1], (k,), dtype)) + 1.0,
+        gamma_rate=jnp.exp(jax.random.normal(ks[2], (k,), dtype)) * 0.1 + 0.05,
         mean=3.0 * jax.random.normal(ks[3], (k, 2), dtype),
         precision=jnp.exp(jax.random.normal(ks[4], (k,), dtype)) + 0.1,
         concentration=g,
@@ -63,8 +63,8 @@ def test_each_block_update_zeroes_the_elbo_gradient_in_that_block(learned):
         assert np.max(np.abs(grad_eta)) < 1e-8
 
         upd = model.update_rates(data, prior, params)
-        g_a, g_b = jax.grad(lambda a, b: f(data, prior, upd._replace(shape=a, rate=b)),
-                            argnums=(0, 1))(upd.shape, upd.rate)
+        g_a, g_b = jax.grad(lambda a, b: f(data, prior, upd._replace(gamma_shape=a, gamma_rate=b)),
+                            argnums=(0, 1))(upd.gamma_shape, upd.gamma_rate)
         assert np.max(np.abs(g_a)) < 1e-8 and np.max(np.abs(g_b)) < 1e-8
 
         upd = model.update_locations(data, prior, params)
@@ -79,7 +79,7 @@ def test_each_block_update_zeroes_the_elbo_gradient_in_that_block(learned):
             assert np.max(np.abs(g_g)) < 1e-8
 
         # The gradients are not zero before the update: the check can fail.
-        g0 = jax.grad(lambda a: f(data, prior, params._replace(shape=a)))(params.shape)
+        g0 = jax.grad(lambda a: f(data, prior, params._replace(gamma_shape=a)))(params.gamma_shape)
         assert np.max(np.abs(g0)) > 1e-3
 
 
@@ -137,7 +137,7 @@ def _log_joint_minus_log_q(key, data, prior, params):
     """One draw of ``log p(X, S, Z, lam, mu, pi) - log q(Z, lam, mu, pi)`` from ``q``,
     written with jax.scipy.stats densities, independently of the model code."""
     k_z, k_lam, k_mu, k_pi = jax.random.split(key, 4)
-    r, a, b, m, s = (params.responsibilities, params.shape, params.rate, params.mean,
+    r, a, b, m, s = (params.responsibilities, params.gamma_shape, params.gamma_rate, params.mean,
                      params.precision)
     x, counts = data.locations, data.strengths
     z = jax.random.categorical(k_z, jnp.log(r), axis=-1)
@@ -152,8 +152,9 @@ def _log_joint_minus_log_q(key, data, prior, params):
              + jnp.sum(stats.gamma.logpdf(lam, a, scale=1.0 / b))
              + jnp.sum(stats.norm.logpdf(mu, m, sd(s)[:, None])))
     if params.concentration is None:
-        log_p += jnp.sum(jnp.log(prior.pi if prior.pi is not None else 1.0 / r.shape[1])[z]
-                         * jnp.ones_like(z))
+        k = r.shape[1]
+        log_pi = jnp.log(prior.pi) if prior.pi is not None else jnp.full((k,), -jnp.log(k))
+        log_p += jnp.sum(log_pi[z])
     else:
         pi = jax.random.dirichlet(k_pi, params.concentration)
         log_p += stats.dirichlet.logpdf(pi, prior.concentration) + jnp.sum(jnp.log(pi)[z])
@@ -161,11 +162,11 @@ def _log_joint_minus_log_q(key, data, prior, params):
     return log_p - log_q
 
 
-@pytest.mark.parametrize("learned", [False, True])
-def test_elbo_matches_a_monte_carlo_estimate(learned):
+@pytest.mark.parametrize("weights", ["fixed", "uniform", "learned"])
+def test_elbo_matches_a_monte_carlo_estimate(weights):
     with jax.enable_x64(True):
-        data, prior, params = small_problem(7, 30, 3, learned)
-        if not learned:
+        data, prior, params = small_problem(7, 30, 3, weights == "learned")
+        if weights == "fixed":
             prior = prior._replace(pi=jnp.array([0.2, 0.3, 0.5]))
         draws = jax.jit(jax.vmap(_log_joint_minus_log_q, in_axes=(0, None, None, None)))(
             jax.random.split(jax.random.key(8), 20_000), data, prior, params)
@@ -198,7 +199,7 @@ def test_well_separated_clusters_are_recovered(recovered):
     # Match clusters by their centres, then compare rates and weights.
     order = np.argmin(((MEANS[:, None] - np.asarray(res.params.mean)[None]) ** 2).sum(-1), 1)
     assert sorted(order) == [0, 1, 2, 3]
-    rates = np.asarray(res.params.shape / res.params.rate)[order]
+    rates = np.asarray(res.params.gamma_shape / res.params.gamma_rate)[order]
     counts = np.bincount(np.asarray(labels), minlength=4)
     empirical = np.bincount(np.asarray(labels), np.asarray(data.strengths), 4) / counts
     np.testing.assert_allclose(rates, empirical, rtol=0.02)  # the sample's own rates
@@ -310,6 +311,42 @@ def test_extreme_but_valid_input_gives_finite_results():
                                                                                        3, 4]
 
 
+def test_initial_seeds_do_not_depend_on_padding_the_events():
+    """Sharding pads the events with zero-weight rows; the draw must not see them."""
+    data, _ = cavi.sample_events(jax.random.key(2), MEANS, RATES, np.full(4, 0.25), 0.5, 101)
+    obs = cavi.as_observations(data)
+    prior = cavi.as_prior(LEARNED, 4)
+    padded = cavi.Observations(jnp.pad(obs.locations, ((0, 11), (0, 0))),
+                               jnp.pad(obs.strengths, (0, 11)),
+                               jnp.pad(jnp.ones(101, obs.locations.dtype), (0, 11)))
+    for seed in range(3):
+        a, elbo_a = cavi.init(jax.random.key(seed), obs, prior, 4)
+        b, elbo_b = cavi.init(jax.random.key(seed), padded, prior, 4)
+        np.testing.assert_array_equal(a.mean, b.mean)
+        np.testing.assert_allclose(elbo_a, elbo_b, rtol=1e-5)
+        np.testing.assert_array_equal(b.responsibilities[:101], a.responsibilities)
+
+
+def test_init_accepts_a_plain_prior_with_a_scalar_concentration():
+    data, _ = cavi.sample_events(jax.random.key(2), MEANS, RATES, np.full(4, 0.25), 0.5, 50)
+    params, value = cavi.init(jax.random.key(0), cavi.as_observations(data), LEARNED, 4)
+    assert params.concentration.shape == (4,) and np.isfinite(value)
+
+
+def test_tol_controls_stopping_and_the_converged_flag():
+    data, _ = cavi.sample_events(jax.random.key(2), MEANS, RATES, np.full(4, 0.25), 0.5, 200)
+    fixed = cavi.fit(jax.random.key(0), data, PRIOR, 4, num_restarts=2, max_iter=25, tol=0.0)
+    assert np.all(fixed.num_iters == 25) and not np.any(fixed.converged)
+    loose = cavi.fit(jax.random.key(0), data, PRIOR, 4, num_restarts=2, max_iter=25, tol=1.0)
+    assert np.all(loose.num_iters == 1) and np.all(loose.converged)
+    mid = cavi.fit(jax.random.key(0), data, PRIOR, 4, num_restarts=2, max_iter=25, tol=1e-3)
+    t = np.asarray(mid.num_iters)
+    assert np.all((t > 1) & (t < 25)) and np.all(mid.converged)
+    for hist, n in zip(np.asarray(mid.elbo_history), t, strict=True):
+        assert abs(hist[n] - hist[n - 1]) / abs(hist[n]) < 1e-3
+        assert abs(hist[n - 1] - hist[n - 2]) / abs(hist[n - 1]) >= 1e-3
+
+
 # -------------------------------------------------------------------------- bad input
 
 GOOD_X = np.zeros((6, 2))
@@ -324,6 +361,11 @@ GOOD_S = np.arange(6)
     ({"data": (GOOD_X, GOOD_S + 0.5)}, "strengths must hold whole numbers"),
     ({"data": (GOOD_X, GOOD_S[:5])}, r"strengths must have shape \(6,\)"),
     ({"data": "quakes"}, "data must be"),
+    ({"data": (GOOD_X.astype(np.complex64), GOOD_S)}, "locations must hold real numbers"),
+    ({"data": cavi.Observations(GOOD_X, GOOD_S, -np.ones(6))}, "weights must be >= 0"),
+    ({"data": cavi.Observations(GOOD_X, GOOD_S, np.zeros(6))}, "at least one > 0"),
+    ({"data": cavi.Observations(GOOD_X, GOOD_S, [1, 1, 0, 0, 0, 0]), "num_clusters": 3},
+     r"num_clusters must be in \[1, 2\]"),
     ({"num_clusters": 0}, r"num_clusters must be in \[1, 6\]"),
     ({"num_clusters": 7}, r"num_clusters must be in \[1, 6\]"),
     ({"num_clusters": 2.0}, "num_clusters must be an integer"),
@@ -350,6 +392,17 @@ def test_bad_input_raises_a_value_error_naming_the_argument_before_compiling(kwa
     with pytest.raises(ValueError, match=match):
         cavi.fit(**args)
     assert _fit._cache_size() == compiled_before
+
+
+def test_predict_rejects_a_prior_that_does_not_match_the_fitted_params(recovered):
+    data, _, res = recovered
+    with pytest.raises(ValueError, match="learned mixture weights"):
+        cavi.predict(data, PRIOR, res.params)
+
+
+def test_simulate_rejects_a_tau_that_is_not_a_scalar():
+    with pytest.raises(ValueError, match=r"tau must have shape \(\)"):
+        cavi.sample_events(jax.random.key(0), MEANS, RATES, np.full(4, 0.25), np.ones(3), 10)
 
 
 def test_quakes_catalogue_loads_as_locations_and_integer_strengths():

@@ -48,7 +48,7 @@ def check_shape(name: str, x: Any, shape: Sequence[int | None]) -> tuple[int, ..
 def check_finite(name: str, x: Any) -> None:
     if is_concrete(x):
         v = _values(name, x)
-        if not np.issubdtype(v.dtype, np.number) or v.dtype == np.complex128:
+        if not np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.complexfloating):
             raise ValueError(f"{name} must hold real numbers; got dtype {v.dtype}")
         if not np.all(np.isfinite(v)):
             raise ValueError(f"{name} must be finite; found {np.size(v) - np.isfinite(v).sum()} "

@@ -14,6 +14,8 @@ from vijax.cavi.model import (
     assign_with_elbo,
     assignment_logits,
     elbo,
+    event_terms,
+    event_weights,
     global_terms,
     responsibilities,
     statistics,
@@ -28,7 +30,8 @@ from vijax.cavi.simulate import Truth, sample_events, simulate
 
 __all__ = [
     "FitResult", "Observations", "Params", "Prior", "Statistics", "Truth",
-    "as_observations", "as_prior", "assign_with_elbo", "assignment_logits", "elbo", "fit",
+    "as_observations", "as_prior", "assign_with_elbo", "assignment_logits", "elbo",
+    "event_terms", "event_weights", "fit",
     "global_terms", "init", "predict", "responsibilities", "sample_events", "shard_events",
     "simulate", "statistics", "sweep", "update_assignments", "update_globals",
     "update_locations", "update_rates", "update_weights",

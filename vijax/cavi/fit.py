@@ -24,6 +24,7 @@ from vijax.cavi.model import (
     Prior,
     assign_with_elbo,
     event_terms,
+    event_weights,
     responsibilities,
     sweep,
 )
@@ -84,6 +85,11 @@ def as_observations(data: Any) -> Observations:
     if weights is not None:
         _checks.check_shape("weights", weights, (n,))
         _checks.check_finite("weights", weights)
+        if _checks.is_concrete(weights):
+            w = np.asarray(weights)
+            if np.any(w < 0) or not np.any(w > 0):
+                raise ValueError("weights must be >= 0 with at least one > 0 (1 for an event, "
+                                 f"0 for padding); got {w[:6]}")
         weights = jnp.asarray(weights, dtype)
     return Observations(jnp.asarray(locations, dtype), jnp.asarray(strengths, dtype), weights)
 
@@ -118,8 +124,12 @@ def as_prior(prior: Prior, num_clusters: int) -> Prior:
     return Prior(nu=jnp.asarray(prior.nu, dtype), pi=pi, concentration=concentration, **scalars)
 
 
-def _check_clusters(num_clusters: Any, num_events: int) -> int:
-    return _checks.check_int("num_clusters", num_clusters, 1, num_events)
+def _check_clusters(num_clusters: Any, data: Observations) -> int:
+    """``1 <= K <= N``, counting only events of positive weight."""
+    n = data.strengths.shape[0]
+    if data.weights is not None and _checks.is_concrete(data.weights):
+        n = int(np.sum(np.asarray(data.weights) > 0))
+    return _checks.check_int("num_clusters", num_clusters, 1, n)
 
 
 # ------------------------------------------------------------------------------- init
@@ -129,15 +139,17 @@ def init(key: Array, data: Observations, prior: Prior, num_clusters: int,
          event_sum: Array | None = None) -> tuple[Params, Array]:
     """Initial variational parameters and their ELBO.
 
-    The centres ``m_k`` are ``K`` distinct events drawn at random (padding excluded); each
+    The centres ``m_k`` are ``K`` distinct events drawn at random (zero-weight events
+    excluded; the draw does not depend on padding at the end of the events); each
     cluster starts as if it held ``N/K`` events like its seed: ``s_k = rho + tau N/K``,
     ``a_k = alpha + (N/K) S_seed``, ``b_k = beta + N/K`` (and ``g_k = c_k + N/K``). Then
     ``q(Z)`` is updated, so the state is a proper point of the coordinate ascent.
 
     Args:
         key: PRNG key.
-        data: checked :class:`Observations`.
-        prior: checked :class:`Prior` (see :func:`as_prior`).
+        data: :class:`Observations` as :func:`as_observations` returns them.
+        prior: :class:`Prior` as :func:`as_prior` returns it (arrays; a ``(K,)``
+            concentration when the weights are learned).
         num_clusters: ``K``, static.
         event_sum: optional, see :func:`vijax.cavi.model.assign_with_elbo`.
 
@@ -145,15 +157,16 @@ def init(key: Array, data: Observations, prior: Prior, num_clusters: int,
         ``(params, elbo)``.
     """
     x, s = data.locations, data.strengths
-    w = jnp.ones(s.shape, x.dtype) if data.weights is None else data.weights
+    w = event_weights(data)
     seeds = jax.random.choice(key, s.shape[0], (num_clusters,), replace=False, p=w / w.sum())
     per_cluster = jnp.sum(w) / num_clusters
     ones = jnp.ones((num_clusters,), x.dtype)
-    g = None if prior.concentration is None else prior.concentration + per_cluster
+    g = (None if prior.concentration is None
+         else jnp.broadcast_to(prior.concentration + per_cluster, (num_clusters,)))
     params = Params(
         responsibilities=jnp.zeros((s.shape[0], num_clusters), x.dtype),
-        shape=prior.alpha + per_cluster * s[seeds],
-        rate=(prior.beta + per_cluster) * ones,
+        gamma_shape=prior.alpha + per_cluster * s[seeds],
+        gamma_rate=(prior.beta + per_cluster) * ones,
         mean=x[seeds],
         precision=(prior.rho + prior.tau * per_cluster) * ones,
         concentration=g,
@@ -164,7 +177,7 @@ def init(key: Array, data: Observations, prior: Prior, num_clusters: int,
 def _run(key: Array, data: Observations, prior: Prior, tol: Array, num_clusters: int,
          max_iter: int) -> tuple[Params, Array, Array, Array, Array]:
     """One restart: init, then sweeps in a ``lax.while_loop``."""
-    event_sum = event_terms(data, prior) @ data.weights
+    event_sum = event_terms(data, prior) @ event_weights(data)
     params, value = init(key, data, prior, num_clusters, event_sum)
     history = jnp.full((max_iter + 1,), jnp.nan, value.dtype).at[0].set(value)
 
@@ -205,7 +218,7 @@ def shard_events(data: Observations, devices: list | None = None) -> Observation
     """
     devices = jax.local_devices() if devices is None else devices
     n = data.strengths.shape[0]
-    weights = jnp.ones((n,), data.locations.dtype) if data.weights is None else data.weights
+    weights = event_weights(data)
     if len(devices) == 1:
         return data._replace(weights=weights)
     pad = (-n) % len(devices)
@@ -235,8 +248,8 @@ def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: in
         num_clusters: ``K``, ``1 <= K <= N``.
         num_restarts: ``R >= 1`` restarts, run in parallel (vmapped).
         max_iter: at most this many sweeps per restart, ``>= 1``.
-        tol: stop a restart when ``|ELBO_t - ELBO_{t-1}| / |ELBO_t| < tol`` (``>= 0``;
-            0 runs ``max_iter`` sweeps unless the ELBO stops changing exactly).
+        tol: stop a restart when ``|ELBO_t - ELBO_{t-1}| / |ELBO_t| < tol`` (``>= 0``);
+            ``tol=0`` always runs ``max_iter`` sweeps (and reports ``converged=False``).
 
     Returns:
         :class:`FitResult`.
@@ -247,7 +260,7 @@ def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: in
     _checks.check_key("key", key)
     obs = as_observations(data)
     n = obs.strengths.shape[0]
-    num_clusters = _check_clusters(num_clusters, n)
+    num_clusters = _check_clusters(num_clusters, obs)
     prior = as_prior(prior, num_clusters)
     num_restarts = _checks.check_int("num_restarts", num_restarts, 1)
     max_iter = _checks.check_int("max_iter", max_iter, 1)
@@ -272,7 +285,11 @@ def predict(data: Any, prior: Prior, params: Params) -> Array:
         params: fitted :class:`Params` (e.g. ``fit(...).params``).
     """
     obs = as_observations(data)
-    num_clusters = int(np.shape(params.shape)[-1])
+    num_clusters = int(np.shape(params.gamma_shape)[-1])
     prior = as_prior(prior, num_clusters)
     _checks.check_shape("params.mean", params.mean, (num_clusters, 2))
+    if (prior.concentration is None) != (params.concentration is None):
+        raise ValueError("prior and params disagree: params were fitted with "
+                         + ("learned" if params.concentration is not None else "fixed")
+                         + " mixture weights; pass the prior used to fit them")
     return _predict(obs._replace(weights=None), prior, params)

@@ -74,14 +74,15 @@ class Params(NamedTuple):
 
     Attributes:
         responsibilities: ``(N, K)`` rows of ``r_n`` on the simplex, ``q(Z_n) = Cat(r_n)``.
-        shape, rate: ``(K,)`` ``a_k, b_k`` of ``q(lam_k) = Gamma(a_k, b_k)``.
+        gamma_shape, gamma_rate: ``(K,)`` ``a_k, b_k`` of ``q(lam_k) = Gamma(a_k, b_k)``
+            (shape-rate), so ``E[lam_k] = gamma_shape / gamma_rate``.
         mean, precision: ``(K, 2)`` ``m_k`` and ``(K,)`` ``s_k`` of ``q(mu_k)``.
         concentration: ``(K,)`` ``g_k`` of ``q(pi) = Dir(g)``; None when ``pi`` is fixed.
     """
 
     responsibilities: Array
-    shape: Array
-    rate: Array
+    gamma_shape: Array
+    gamma_rate: Array
     mean: Array
     precision: Array
     concentration: Array | None = None
@@ -100,7 +101,8 @@ class Statistics(NamedTuple):
     location_sums: Array
 
 
-def _weights(data: Observations) -> Array:
+def event_weights(data: Observations) -> Array:
+    """``(N,)`` the events' weights: ``data.weights``, or ones when it is None."""
     if data.weights is None:
         return jnp.ones(data.strengths.shape, data.locations.dtype)
     return data.weights
@@ -108,13 +110,13 @@ def _weights(data: Observations) -> Array:
 
 def expected_log_weights(prior: Prior, params: Params) -> Array:
     """``E[log pi_k]``: ``log pi_k`` when fixed, ``psi(g_k) - psi(sum g)`` when learned."""
-    num_clusters = params.shape.shape[-1]
+    num_clusters = params.gamma_shape.shape[-1]
     if params.concentration is not None:
         g = params.concentration
         return digamma(g) - digamma(jnp.sum(g, axis=-1, keepdims=True))
     if prior.pi is None:
-        return jnp.full((num_clusters,), -jnp.log(num_clusters), params.shape.dtype)
-    return jnp.log(jnp.asarray(prior.pi, params.shape.dtype))
+        return jnp.full((num_clusters,), -jnp.log(num_clusters), params.gamma_shape.dtype)
+    return jnp.log(jnp.asarray(prior.pi, params.gamma_shape.dtype))
 
 
 def event_terms(data: Observations, prior: Prior) -> Array:
@@ -146,9 +148,9 @@ def assignment_logits(data: Observations, prior: Prior, params: Params,
     dx = x[:, 0:1] - params.mean[None, :, 0]
     dy = x[:, 1:2] - params.mean[None, :, 1]
     sq_dist = dx * dx + dy * dy
-    e_log_rate = digamma(params.shape) - jnp.log(params.rate)
+    e_log_rate = digamma(params.gamma_shape) - jnp.log(params.gamma_rate)
     per_cluster = (expected_log_weights(prior, params) - tau / params.precision
-                   - params.shape / params.rate)
+                   - params.gamma_shape / params.gamma_rate)
     logits = per_cluster[None, :] - 0.5 * tau * sq_dist + s[:, None] * e_log_rate[None, :]
     if include_event_terms:
         logits = logits + event_terms(data, prior)[:, None]
@@ -171,7 +173,7 @@ def update_assignments(data: Observations, prior: Prior, params: Params) -> Para
 def statistics(data: Observations, responsibilities: Array) -> Statistics:
     """Weighted sufficient statistics of ``responsibilities`` ``(N, K)``."""
     x = data.locations
-    w = _weights(data)
+    w = event_weights(data)
     # One (4, N) @ (N, K) product with the rows [1, S_n, X_n1, X_n2]: a single pass over r,
     # faster on CPU than separate reductions.
     features = jnp.concatenate(
@@ -203,7 +205,7 @@ def weights_from_statistics(prior: Prior, stats: Statistics) -> Array:
 def update_rates(data: Observations, prior: Prior, params: Params) -> Params:
     """The exact maximiser of the ELBO in ``q(lam)``."""
     shape, rate = rates_from_statistics(prior, statistics(data, params.responsibilities))
-    return params._replace(shape=shape, rate=rate)
+    return params._replace(gamma_shape=shape, gamma_rate=rate)
 
 
 def update_locations(data: Observations, prior: Prior, params: Params) -> Params:
@@ -229,7 +231,7 @@ def update_globals(data: Observations, prior: Prior, params: Params) -> Params:
     shape, rate = rates_from_statistics(prior, stats)
     mean, precision = locations_from_statistics(prior, stats)
     g = None if params.concentration is None else weights_from_statistics(prior, stats)
-    return params._replace(shape=shape, rate=rate, mean=mean, precision=precision,
+    return params._replace(gamma_shape=shape, gamma_rate=rate, mean=mean, precision=precision,
                            concentration=g)
 
 
@@ -239,8 +241,8 @@ def global_terms(prior: Prior, params: Params) -> Array:
     ``sum_k E[log p(mu_k)] + E[log p(lam_k)] + H[q(mu_k)] + H[q(lam_k)]``, plus
     ``E[log p(pi)] + H[q(pi)]`` when the weights are learned.
     """
-    dtype = params.shape.dtype
-    a, b, m, s = params.shape, params.rate, params.mean, params.precision
+    dtype = params.gamma_shape.dtype
+    a, b, m, s = params.gamma_shape, params.gamma_rate, params.mean, params.precision
     nu = jnp.asarray(prior.nu, dtype)
     rho, alpha, beta = prior.rho, prior.alpha, prior.beta
     e_log_rate = digamma(a) - jnp.log(b)
@@ -270,7 +272,7 @@ def elbo(data: Observations, prior: Prior, params: Params) -> Array:
     r = params.responsibilities
     safe_r = jnp.where(r > 0, r, 1.0)
     per_entry = jnp.where(r > 0, r * (logits - jnp.log(safe_r)), 0.0)
-    data_terms = jnp.sum(per_entry, axis=-1) @ _weights(data)
+    data_terms = jnp.sum(per_entry, axis=-1) @ event_weights(data)
     return data_terms + global_terms(prior, params)
 
 
@@ -282,7 +284,7 @@ def assign_with_elbo(data: Observations, prior: Prior, params: Params,
     ELBO needs no second pass: ``sum_n logsumexp_k L_nk`` plus :func:`global_terms`.
     ``event_sum``, the weighted sum of :func:`event_terms`, may be passed in when known.
     """
-    w = _weights(data)
+    w = event_weights(data)
     if event_sum is None:
         event_sum = event_terms(data, prior) @ w
     logits = assignment_logits(data, prior, params, include_event_terms=False)

@@ -52,6 +52,7 @@ def sample_events(key: Array, means: Array, rates: Array, weights: Array, tau: f
     _checks.check_positive("rates", rates)
     _checks.check_probabilities("weights", weights, length=k)
     _checks.check_shape("weights", weights, (k,))
+    _checks.check_shape("tau", tau, ())
     _checks.check_positive("tau", tau)
     num_events = _checks.check_int("num_events", num_events, 1)
     dtype = float_dtype()
@@ -81,6 +82,8 @@ def simulate(key: Array, prior: Prior, num_clusters: int,
     key_mu, key_lam, key_pi, key_events = jax.random.split(key, 4)
     means = prior.nu + jax.random.normal(key_mu, (num_clusters, 2), dtype) / jnp.sqrt(prior.rho)
     rates = jax.random.gamma(key_lam, prior.alpha, (num_clusters,), dtype) / prior.beta
+    # A tiny shape alpha can underflow a draw to 0 in float32; keep the rate valid.
+    rates = jnp.maximum(rates, jnp.finfo(dtype).tiny)
     if prior.concentration is not None:
         weights = jax.random.dirichlet(key_pi, prior.concentration, dtype=dtype)
     elif prior.pi is not None:
