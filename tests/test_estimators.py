@@ -81,8 +81,8 @@ def test_estimators_unbiased_for_exact_gradient(name):
 
 
 def test_estimator_aliases_and_identity_total_equals_path_minus_score():
-    def per_sample(name):
-        return E.elbo_grad(KEY, Q, MODEL.log_joint, FAMILY, estimator=name, num_samples=64,
+    def per_sample(name):  # the same compiled function as PER_SAMPLE[name] (shared cache)
+        return E.elbo_grad(KEY, Q, MODEL.log_joint, FAMILY, estimator=name, num_samples=N,
                            per_sample=True)
 
     g_total, g_path = per_sample("total"), per_sample("path")
@@ -90,7 +90,7 @@ def test_estimator_aliases_and_identity_total_equals_path_minus_score():
     np.testing.assert_array_equal(flat(g_path), flat(per_sample("stl")))
     np.testing.assert_array_equal(flat(per_sample("reinforce")), flat(per_sample("score")))
     # same split keys -> same samples: total = path - grad log q, sample by sample
-    scores = E.score(KEY, Q, FAMILY, 64)
+    scores = E.score(KEY, Q, FAMILY, N)
     np.testing.assert_allclose(flat(g_total), flat(g_path) - flat(scores), rtol=1e-4, atol=1e-4)
     assert np.abs(flat(scores)).max() > 0.1
 
@@ -216,3 +216,73 @@ def test_bad_input_raises_value_error():
     # shape errors still raise under jit
     with pytest.raises(ValueError, match="log_scale"):
         jax.jit(lambda p: FAMILY.sample(KEY, p))(E.GaussianParams(jnp.zeros(3), jnp.zeros(2)))
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+SMALL = E.conjugate_gaussian(np.ones((5, 2)))
+
+
+def test_concrete_params_and_log_joint_shapes_are_checked_before_tracing():
+    nan_params = E.GaussianParams(jnp.array([np.nan, 0.0]), jnp.zeros(2))
+    lj = SMALL.log_joint
+    grad_fn = E.gradient_estimator(lj, FAMILY)
+    for fn in (lambda p: E.elbo_grad(KEY, p, lj, FAMILY), lambda p: E.elbo(KEY, p, lj, FAMILY),
+               lambda p: grad_fn(KEY, p)):
+        with pytest.raises(ValueError, match="params.loc must be finite"):
+            fn(nan_params)
+        # a 3-d q for a 2-d model: a clear error naming log_joint, params and the shapes
+        with pytest.raises(ValueError, match=r"log_joint failed on a latent z of shape \(3,\)"
+                                             r".*params"):
+            fn(FAMILY.init(np.zeros(3)))
+    with pytest.raises(ValueError, match="family"):
+        E.gradient_estimator(lj, object())  # at construction, not at the first call
+
+
+_TRACES = []
+
+
+def _counting_log_joint(z):
+    _TRACES.append(1)  # runs at trace time only once elbo_grad is jitted and cached
+    return -0.5 * jnp.sum(z * z)
+
+
+def test_elbo_grad_is_jitted_and_cached():
+    p1, p2 = FAMILY.init(np.zeros(2)), FAMILY.init(np.array([1.0, -1.0]), 0.5)
+    g1 = E.elbo_grad(KEY, p1, _counting_log_joint, FAMILY, num_samples=4)
+    traces = len(_TRACES)
+    g2 = E.elbo_grad(jax.random.key(9), p2, _counting_log_joint, FAMILY, num_samples=4)
+    assert len(_TRACES) == traces > 0  # second call: no retrace, no op-by-op evaluation
+    # d/dloc [-z^2/2 - log q(z)] at z = loc + scale * eps is -z (log q(z) does not depend on
+    # loc along the path), so the mean loc gradient is -mean(z) over the same split keys
+    z = jax.vmap(lambda k: FAMILY.sample(k, p2))(jax.random.split(jax.random.key(9), 4))
+    np.testing.assert_allclose(np.asarray(g2.loc), -np.asarray(z).mean(0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(g1.loc), np.asarray(g2.loc))
+
+
+def test_init_accepts_lists_and_simulate_checks_prior_loc_first():
+    p = FAMILY.init([0.0, 1.0], [1.0, 2.0])
+    np.testing.assert_array_equal(np.asarray(p.loc), [0.0, 1.0])
+    np.testing.assert_allclose(np.asarray(p.log_scale), [0.0, np.log(2.0)], rtol=1e-6)
+    assert jnp.issubdtype(FAMILY.init([0, 1]).loc.dtype, jnp.floating)
+    for prior_loc, word in ((np.zeros(3), r"prior_loc must be a scalar or have shape \(2,\)"),
+                            (np.nan, "prior_loc must be finite")):
+        with pytest.raises(ValueError, match=word):
+            E.simulate_conjugate_gaussian(KEY, 4, 2, prior_loc=prior_loc)
+
+
+def test_samplers_and_elbo_grad_follow_the_x64_setting():
+    from vijax import samplers as S
+
+    def dtypes():
+        fam_p = FAMILY.init(np.zeros(2))
+        model = E.conjugate_gaussian(np.ones((3, 2)))
+        g = E.elbo_grad(KEY, fam_p, model.log_joint, FAMILY, num_samples=2)
+        floats = [S.normal(KEY, 0.0, 1.0, 2), S.exponential(KEY, 1.0, 2), S.gumbel(KEY),
+                  S.gumbel_softmax(KEY, 0.5, logits=np.zeros(3)), FAMILY.sample(KEY, fam_p),
+                  *jax.tree.leaves(g), E.elbo(KEY, fam_p, model.log_joint, FAMILY)]
+        return {x.dtype for x in floats}, S.categorical(KEY, logits=np.zeros(3)).dtype
+
+    assert dtypes() == ({jnp.dtype(jnp.float32)}, jnp.dtype(jnp.int32))
+    with jax.enable_x64(True):
+        assert dtypes() == ({jnp.dtype(jnp.float64)}, jnp.dtype(jnp.int64))

@@ -259,3 +259,51 @@ def test_shape_errors_raise_under_jit_and_values_are_skipped_when_traced():
     # a traced rate is not value-checked (it cannot be) and sampling works
     z = jax.jit(lambda r: S.exponential(KEY, r, sample_shape=5))(jnp.array(2.0))
     assert z.shape == (5,) and np.all(np.asarray(z) >= 0)
+
+
+def test_non_numeric_parameters_raise_value_error_before_conversion():
+    for fn, word in [(lambda: S.categorical(KEY, logits="ab"), "logits"),
+                     (lambda: S.gumbel_softmax(KEY, 1.0, logits=np.array(["a", "b"])), "logits"),
+                     (lambda: S.gumbel_softmax(KEY, "hot", logits=np.zeros(2)), "temperature"),
+                     (lambda: S.normal(KEY, "a"), "loc"),
+                     (lambda: S.exponential(KEY, np.array([1 + 1j])), "rate")]:
+        with pytest.raises(ValueError, match=word):
+            fn()
+
+
+def test_temperature_broadcasts_to_the_batch_shape_and_never_enlarges_it():
+    logits = jnp.log(jnp.asarray(PROBS))  # batch (2,), K = 4
+    for fn in (S.gumbel_softmax, S.straight_through_gumbel_softmax):
+        with pytest.raises(ValueError, match="temperature"):
+            fn(KEY, jnp.ones(3), logits=jnp.zeros((1, 4)))  # (3,) does not fit in batch (1,)
+        with pytest.raises(ValueError, match="temperature"):
+            fn(KEY, jnp.ones((2, 1)), logits=logits)  # would enlarge batch (2,) to (2, 2)
+    with pytest.raises(ValueError, match="temperature"):
+        S.gumbel_softmax_log_prob(jnp.full(4, 0.25), jnp.ones(3), logits=jnp.zeros((1, 4)))
+    # a per-row temperature acts row by row (same key, same Gumbel noise)
+    y = S.gumbel_softmax(KEY, jnp.array([0.5, 2.0]), logits=logits, sample_shape=3)
+    assert y.shape == (3, 2, 4)
+    for b, t in enumerate((0.5, 2.0)):
+        np.testing.assert_allclose(np.asarray(y[:, b]), np.asarray(
+            S.gumbel_softmax(KEY, t, logits=logits, sample_shape=3)[:, b]), rtol=1e-6)
+
+
+def test_concrete_log_prob_requires_points_of_the_simplex():
+    lg = jnp.zeros(2)
+    for y in ([0.1, 0.1], [np.nan, 1.0], [np.inf, 0.0], [1.2, -0.2], [[0.5, 0.5], [0.3, 0.3]]):
+        with pytest.raises(ValueError, match="y must"):
+            S.gumbel_softmax_log_prob(np.array(y), 1.0, logits=lg)
+    # K = 2, temperature 1, equal logits: p(y) = 1 on the simplex (uniform), so log p = 0
+    np.testing.assert_allclose(np.asarray(S.gumbel_softmax_log_prob(
+        np.array([0.3, 0.7]), 1.0, logits=lg)), 0.0, atol=1e-6)
+
+
+def test_anneal_temperature_requires_integer_steps():
+    for step in (2.5, 2.0, np.array([1.0, 2.0]), True):
+        with pytest.raises(ValueError, match="step"):
+            S.anneal_temperature(step)
+    with pytest.raises(ValueError, match="step"):
+        jax.jit(S.anneal_temperature)(jnp.array([1.0, 2.0]))
+    np.testing.assert_allclose(np.asarray(S.anneal_temperature(np.array([0, 1000]), rate=1e-3,
+                                                                  min_temperature=0.1)),
+                               [1.0, np.exp(-1.0)], rtol=1e-6)

@@ -22,8 +22,9 @@ Conventions:
   the data (``functools.partial(model.log_joint, x)`` or a lambda). Estimators ``vmap`` it.
 - A family is a small immutable (hashable) object with ``sample(key, params, sample_shape)``
   (reparameterised, differentiable in ``params``) and ``log_prob(params, z)``; ``params`` is
-  a pytree. :class:`MeanFieldGaussian` with :class:`GaussianParams` ``(loc, log_scale)`` is the
-  family the VAE encoder reuses (batch axes in ``loc`` give one ``q(z|x)`` per data point).
+  a pytree. :class:`MeanFieldGaussian` with :class:`GaussianParams` ``(loc, log_scale)`` is
+  written so that a VAE encoder can reuse it (batch axes in ``loc`` give one ``q(z|x)`` per
+  data point); the VAE currently keeps its own small Gaussian density.
 - Per-sample gradients are ``vmap(grad)`` over split keys, so means, covariances and variances
   are reductions (:func:`gradient_moments`), not loops.
 
@@ -34,6 +35,7 @@ closed form; the tests and the variance studies use it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -121,7 +123,8 @@ class MeanFieldGaussian:
     def init(loc: ArrayLike, scale: ArrayLike | None = None) -> GaussianParams:
         """Parameters from a location and a scale (> 0, default 1), stored as ``log_scale``."""
         check_finite("loc", loc)
-        loc = jnp.asarray(loc, dtype=jnp.result_type(float, loc))
+        loc = jnp.asarray(loc)
+        loc = loc.astype(jnp.result_type(float, loc.dtype))
         if scale is None:
             return GaussianParams(loc, jnp.zeros_like(loc))
         check_positive("scale", scale)
@@ -242,21 +245,108 @@ def _surrogate(estimator: str, log_joint: LogJoint,
     return f
 
 
-def _check_common(key: Array, log_joint: Any, family: Any, num_samples: Any) -> int:
-    check_key("key", key)
+def _check_log_joint(log_joint: Any) -> None:
     if not callable(log_joint):
         raise ValueError("log_joint must be a callable z -> scalar; got "
                          f"{type(log_joint).__name__}")
-    if not (hasattr(family, "sample") and hasattr(family, "log_prob")):
+
+
+def _check_family(family: Any) -> None:
+    if not (callable(getattr(family, "sample", None))
+            and callable(getattr(family, "log_prob", None))):
         raise ValueError("family must have sample(key, params, sample_shape) and "
-                         f"log_prob(params, z); got {type(family).__name__}")
+                         f"log_prob(params, z) methods; got {type(family).__name__}")
+
+
+def _check_settings(log_joint: Any, family: Any, num_samples: Any) -> int:
+    """Checks shared by :func:`elbo`, :func:`elbo_grad` and :func:`gradient_estimator`."""
+    _check_log_joint(log_joint)
+    _check_family(family)
     return check_int("num_samples", num_samples, minimum=1)
 
 
+def _check_params(family: Family, params: Any) -> None:
+    """The family's own parameter check (shapes always, finite values when concrete), if any.
+
+    Runs on the caller's (usually concrete) ``params`` before anything is traced: inside
+    ``jit`` the value checks are skipped.
+    """
+    check = getattr(family, "_check", None)
+    if callable(check):
+        check(params)
+
+
+def _spec(x: Any) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+
+
+def _hashable(*objs: Any) -> bool:
+    try:
+        hash(objs)
+    except TypeError:
+        return False
+    return True
+
+
+def _probe(log_joint: LogJoint, family: Family, key_spec: jax.ShapeDtypeStruct,
+           treedef: Any, leaf_specs: tuple[jax.ShapeDtypeStruct, ...]) -> None:
+    """Abstract evaluation (no FLOPs) of ``log_joint`` on one latent drawn from ``params``."""
+    params = jax.tree.unflatten(treedef, leaf_specs)
+    z = jax.eval_shape(lambda k, p: family.sample(k, p), key_spec, params)
+    try:
+        out = jax.eval_shape(log_joint, z)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"log_joint failed on a latent z of shape {z.shape} (dtype {z.dtype}) "
+                         f"drawn from params with leaf shapes {[s.shape for s in leaf_specs]}; "
+                         "expected log_joint to accept one latent of the family's event shape "
+                         f"and return a scalar. The error was: {type(e).__name__}: {e}") from e
+    if jnp.shape(out) != ():
+        raise ValueError("log_joint must return a scalar for one latent z of shape "
+                         f"{z.shape}; got shape {jnp.shape(out)}")
+
+
+_probe_cached = functools.lru_cache(maxsize=256)(_probe)
+
+
 def _check_scalar_output(log_joint: LogJoint, family: Family, key: Array, params: Any) -> None:
-    out = jax.eval_shape(lambda p: log_joint(family.sample(key, p)), params)
-    if out.shape != ():
-        raise ValueError(f"log_joint must return a scalar for one latent z; got shape {out.shape}")
+    """``log_joint`` accepts a latent drawn from ``params`` and returns a scalar.
+
+    Cached per (log_joint, family, parameter shapes and dtypes) when those are hashable.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    args = (log_joint, family, _spec(key), treedef, tuple(_spec(x) for x in leaves))
+    (_probe_cached if _hashable(*args) else _probe)(*args)
+
+
+def _check_call(key: Array, params: Any, log_joint: LogJoint, family: Family) -> None:
+    """Per-call checks, on the caller's values, before the jitted core runs."""
+    check_key("key", key)
+    _check_params(family, params)
+    _check_scalar_output(log_joint, family, key, params)
+
+
+_STATIC = ("log_joint", "family", "estimator", "num_samples", "per_sample")
+
+
+def _elbo_impl(key, params, log_joint, family, num_samples):
+    f = _surrogate("reparam", log_joint, family)
+    keys = jax.random.split(key, num_samples)
+    return jnp.mean(jax.vmap(f, in_axes=(None, 0))(params, keys))
+
+
+def _elbo_grad_impl(key, params, log_joint, family, estimator, num_samples, per_sample):
+    f = _surrogate(estimator, log_joint, family)
+    keys = jax.random.split(key, num_samples)
+    grads = jax.vmap(jax.grad(f), in_axes=(None, 0))(params, keys)
+    if per_sample:
+        return grads
+    return jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+
+
+# compiled once per (log_joint, family, settings) and parameter shapes; jit keeps them cached
+_elbo_jit = functools.partial(jax.jit, static_argnames=_STATIC[:2] + ("num_samples",))(
+    _elbo_impl)
+_elbo_grad_jit = functools.partial(jax.jit, static_argnames=_STATIC)(_elbo_grad_impl)
 
 
 def elbo(key: Array, params: Any, log_joint: LogJoint, family: Family,
@@ -264,16 +354,17 @@ def elbo(key: Array, params: Any, log_joint: LogJoint, family: Family,
     """Monte-Carlo ELBO ``mean_s [log p(x, z_s) - log q(z_s)]``, ``z_s ~ q`` (one key per sample).
 
     Uses the same split keys as :func:`elbo_grad`, so ``jax.grad`` of this with respect to
-    ``params`` is the mean ``"reparam"`` estimate.
+    ``params`` is the mean ``"reparam"`` estimate. Jitted (and cached per ``log_joint``,
+    ``family``, ``num_samples`` and parameter shapes) when ``log_joint`` and ``family`` are
+    hashable; the argument checks run first, on the caller's values.
 
     Returns:
       a scalar.
     """
-    n = _check_common(key, log_joint, family, num_samples)
-    _check_scalar_output(log_joint, family, key, params)
-    f = _surrogate("reparam", log_joint, family)
-    keys = jax.random.split(key, n)
-    return jnp.mean(jax.vmap(f, in_axes=(None, 0))(params, keys))
+    n = _check_settings(log_joint, family, num_samples)
+    _check_call(key, params, log_joint, family)
+    fn = _elbo_jit if _hashable(log_joint, family) else _elbo_impl
+    return fn(key, params, log_joint=log_joint, family=family, num_samples=n)
 
 
 def elbo_grad(key: Array, params: Any, log_joint: LogJoint, family: Family, *,
@@ -282,7 +373,13 @@ def elbo_grad(key: Array, params: Any, log_joint: LogJoint, family: Family, *,
     """ELBO gradient estimate with respect to the variational ``params`` (MODEL.md §3).
 
     The key is split into ``num_samples`` keys, one latent sample each; the per-sample
-    gradients are ``jax.vmap(jax.grad(surrogate))`` over those keys.
+    gradients are ``jax.vmap(jax.grad(surrogate))`` over those keys. The computation is
+    jitted and cached per (``log_joint``, ``family``, ``estimator``, ``num_samples``,
+    ``per_sample``, parameter shapes) when ``log_joint`` and ``family`` are hashable
+    (functions, bound methods, frozen dataclasses are); a new lambda per call recompiles, so
+    in a loop pass the same function or use :func:`gradient_estimator`. The checks (key,
+    settings, the family's check of ``params``, ``log_joint``'s output shape) run first, on the
+    caller's values.
 
     Args:
       key: PRNG key.
@@ -299,18 +396,11 @@ def elbo_grad(key: Array, params: Any, log_joint: LogJoint, family: Family, *,
       a pytree like ``params``: the mean gradient, or the per-sample gradients.
     """
     name = _estimator_name(estimator)
-    n = _check_common(key, log_joint, family, num_samples)
-    _check_scalar_output(log_joint, family, key, params)
-    return _elbo_grad(key, params, log_joint, family, name, n, bool(per_sample))
-
-
-def _elbo_grad(key, params, log_joint, family, name, n, per_sample):
-    f = _surrogate(name, log_joint, family)
-    keys = jax.random.split(key, n)
-    grads = jax.vmap(jax.grad(f), in_axes=(None, 0))(params, keys)
-    if per_sample:
-        return grads
-    return jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+    n = _check_settings(log_joint, family, num_samples)
+    _check_call(key, params, log_joint, family)
+    fn = _elbo_grad_jit if _hashable(log_joint, family) else _elbo_grad_impl
+    return fn(key, params, log_joint=log_joint, family=family, estimator=name, num_samples=n,
+              per_sample=bool(per_sample))
 
 
 def gradient_estimator(log_joint: LogJoint, family: Family, *, estimator: str = "reparam",
@@ -318,17 +408,26 @@ def gradient_estimator(log_joint: LogJoint, family: Family, *, estimator: str = 
                        per_sample: bool = False) -> Callable[[Array, Any], Any]:
     """A jitted ``grad_fn(key, params)`` equal to :func:`elbo_grad` with these settings.
 
-    Checks the settings once; compile happens at the first call (and per parameter shape).
+    Checks the settings once (``log_joint`` callable, ``family`` with ``sample`` and
+    ``log_prob``, ``estimator``, ``num_samples``); each call checks the key and ``params``
+    (the family's check, on the caller's values) before the jitted function runs. Compile
+    happens at the first call (and per parameter shape).
     """
     name = _estimator_name(estimator)
-    if not callable(log_joint):
-        raise ValueError("log_joint must be a callable z -> scalar; got "
-                         f"{type(log_joint).__name__}")
-    n = check_int("num_samples", num_samples, minimum=1)
+    n = _check_settings(log_joint, family, num_samples)
+    per_sample = bool(per_sample)
 
-    @jax.jit
+    if _hashable(log_joint, family):  # share the compiled cache with elbo_grad
+        jitted = functools.partial(_elbo_grad_jit, log_joint=log_joint, family=family,
+                                   estimator=name, num_samples=n, per_sample=per_sample)
+    else:
+        jitted = jax.jit(functools.partial(_elbo_grad_impl, log_joint=log_joint, family=family,
+                                           estimator=name, num_samples=n,
+                                           per_sample=per_sample))
+
     def grad_fn(key: Array, params: Any) -> Any:
-        return _elbo_grad(key, params, log_joint, family, name, n, bool(per_sample))
+        _check_call(key, params, log_joint, family)
+        return jitted(key, params)
 
     return grad_fn
 
@@ -342,7 +441,10 @@ def score(key: Array, params: Any, family: Family, num_samples: int) -> Any:
     Returns:
       a pytree like ``params`` with a leading axis ``num_samples``.
     """
-    n = _check_common(key, lambda z: 0.0, family, num_samples)
+    check_key("key", key)
+    _check_family(family)
+    n = check_int("num_samples", num_samples, minimum=1)
+    _check_params(family, params)
     keys = jax.random.split(key, n)
 
     def one(p, k):
@@ -535,6 +637,13 @@ class ConjugateGaussian(NamedTuple):
         return jnp.sum((1 - r) ** 2 / s2 + common + 2 * (1 - r) ** 2)
 
 
+def _check_prior_loc(prior_loc: ArrayLike, d: int) -> None:
+    ps = shape_of("prior_loc", prior_loc)
+    if ps not in ((), (d,)):
+        raise ValueError(f"prior_loc must be a scalar or have shape ({d},); got shape {ps}")
+    check_finite("prior_loc", prior_loc)
+
+
 def conjugate_gaussian(x: ArrayLike, prior_loc: ArrayLike = 0.0, prior_scale: float = 1.0,
                        noise_scale: float = 1.0) -> ConjugateGaussian:
     """A validated :class:`ConjugateGaussian` for observations ``x`` of shape ``(N, D)``.
@@ -550,10 +659,7 @@ def conjugate_gaussian(x: ArrayLike, prior_loc: ArrayLike = 0.0, prior_scale: fl
         raise ValueError(f"x must have at least one observation and one dimension; got shape "
                          f"{(n, d)}")
     check_finite("x", x)
-    check_finite("prior_loc", prior_loc)
-    ps = shape_of("prior_loc", prior_loc)
-    if ps not in ((), (d,)):
-        raise ValueError(f"prior_loc must be a scalar or have shape ({d},); got shape {ps}")
+    _check_prior_loc(prior_loc, d)
     check_scalar("prior_scale", prior_scale, minimum=0.0, strict=True)
     check_scalar("noise_scale", noise_scale, minimum=0.0, strict=True)
     x = jnp.asarray(x, dtype=jnp.result_type(float, x))
@@ -569,9 +675,10 @@ def simulate_conjugate_gaussian(key: Array, num_data: int, dim: int, prior_loc: 
     check_key("key", key)
     n = check_int("num_data", num_data, minimum=1)
     d = check_int("dim", dim, minimum=1)
+    _check_prior_loc(prior_loc, d)
     check_scalar("prior_scale", prior_scale, minimum=0.0, strict=True)
     check_scalar("noise_scale", noise_scale, minimum=0.0, strict=True)
     kz, kx = jax.random.split(key)
-    z = prior_loc + prior_scale * jax.random.normal(kz, (d,))
+    z = jnp.asarray(prior_loc) + prior_scale * jax.random.normal(kz, (d,))
     x = z + noise_scale * jax.random.normal(kx, (n, d))
     return conjugate_gaussian(x, prior_loc, prior_scale, noise_scale)

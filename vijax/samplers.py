@@ -91,12 +91,12 @@ def _sample_shape(sample_shape: int | Sequence[int]) -> tuple[int, ...]:
 def _float(name: str, x: ArrayLike) -> Array:
     """``x`` as a floating JAX array (integers promoted to the default float)."""
     shape_of(name, x)  # a clear error for ragged lists and non-arrays
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    floating = jnp.issubdtype(dtype, jnp.floating)
+    if not (floating or jnp.issubdtype(dtype, jnp.integer) or dtype == np.bool_):
+        raise ValueError(f"{name} must hold real numbers; got dtype {dtype}")
     x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        if not (jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_):
-            raise ValueError(f"{name} must hold real numbers; got dtype {x.dtype}")
-        x = x.astype(jnp.result_type(float))
-    return x
+    return x if floating else x.astype(jnp.result_type(float))
 
 
 def _broadcast(**shapes: tuple[int, ...]) -> tuple[int, ...]:
@@ -156,10 +156,15 @@ def _location_scale(key: Array, loc: ArrayLike, scale: ArrayLike,
 
 
 def _temperature(temperature: ArrayLike, batch_shape: tuple[int, ...]) -> Array:
+    """Checked ``temperature`` (> 0) whose shape broadcasts TO ``batch_shape`` (never enlarges
+    it: the output shape is fixed by the logits and ``sample_shape``)."""
     check_positive("temperature", temperature)
     t = _float("temperature", temperature)
-    _broadcast(temperature=tuple(t.shape), batch_shape=batch_shape)
-    if len(t.shape) > len(batch_shape):
+    try:
+        ok = tuple(np.broadcast_shapes(t.shape, batch_shape)) == tuple(batch_shape)
+    except ValueError:
+        ok = False
+    if not ok:
         raise ValueError(f"temperature must broadcast to the batch shape {batch_shape} of the "
                          f"logits (their shape without the category axis); got shape {t.shape}")
     return t
@@ -274,7 +279,7 @@ def categorical(key: Array, *, logits: ArrayLike | None = None, probs: ArrayLike
       sample_shape: leading sample axes.
 
     Returns:
-      ``sample_shape + batch_shape`` int32 indices in ``[0, K)``.
+      ``sample_shape + batch_shape`` integer indices in ``[0, K)`` (int32, int64 under x64).
     """
     check_key("key", key)
     lg = as_logits(logits=logits, probs=probs)
@@ -350,7 +355,8 @@ def gumbel_softmax_log_prob(y: ArrayLike, temperature: ArrayLike, *,
     then not representable in floating point.
 
     Args:
-      y: ``(..., K)`` points of the open simplex, broadcasting with the logits.
+      y: ``(..., K)`` points of the open simplex (finite, non-negative, each row summing to 1
+        within ``1e-4``, checked when concrete), broadcasting with the logits.
       temperature: array > 0 broadcasting to the batch shape.
       logits: ``(..., K)`` (keyword-only; or ``probs=``, exactly one).
       probs: ``(..., K)`` probabilities summing to one.
@@ -365,10 +371,18 @@ def gumbel_softmax_log_prob(y: ArrayLike, temperature: ArrayLike, *,
                          f"logits' category axis); got shape {y.shape}")
     _broadcast(y=y.shape, logits=lg.shape)
     if is_concrete(y):
-        v = np.asarray(y)
-        if np.any(v < 0) or np.any(v > 1):
-            raise ValueError("y must lie on the simplex (entries in [0, 1]); got values "
-                             f"outside it, e.g. {v[(v < 0) | (v > 1)].ravel()[0]}")
+        v = np.asarray(y, dtype=np.float64)
+        if not np.all(np.isfinite(v)):
+            raise ValueError("y must be finite (a point of the simplex); found "
+                             f"{np.size(v) - np.isfinite(v).sum()} non-finite value(s)")
+        if np.any(v < 0):
+            raise ValueError("y must lie on the simplex (entries >= 0); got negative values, "
+                             f"e.g. {v[v < 0].ravel()[0]}")
+        sums = v.sum(axis=-1)
+        if not np.allclose(sums, 1.0, atol=1e-4):
+            bad = sums[~np.isclose(sums, 1.0, atol=1e-4)].ravel()
+            raise ValueError("y must lie on the simplex (each row summing to 1 along the last "
+                             f"axis, atol 1e-4); got row sums such as {bad[0]:.6g}")
     batch = _broadcast(y=y.shape[:-1], logits=lg.shape[:-1])
     t = _temperature(temperature, batch)[..., None]
     k = lg.shape[-1]
@@ -387,7 +401,8 @@ def anneal_temperature(step: ArrayLike, rate: float = 1e-4, min_temperature: flo
     Jittable in ``step``.
 
     Args:
-      step: integer training step(s) >= 0 (scalar or array).
+      step: integer training step(s) >= 0 (scalar or array of an integer dtype; floats such
+        as ``2.5`` or ``2.0`` are rejected).
       rate: decay rate r >= 0.
       min_temperature: floor > 0.
       initial_temperature: temperature at step 0, > 0.
@@ -402,7 +417,10 @@ def anneal_temperature(step: ArrayLike, rate: float = 1e-4, min_temperature: flo
     if isinstance(update_every, bool) or not isinstance(update_every, int | np.integer) \
             or update_every < 1:
         raise ValueError(f"update_every must be an integer >= 1; got {update_every!r}")
-    check_finite("step", step)
+    step_dtype = step.dtype if hasattr(step, "dtype") else np.asarray(step).dtype
+    if not jnp.issubdtype(step_dtype, jnp.integer):
+        raise ValueError(f"step must be an integer training step (integer dtype); got dtype "
+                         f"{step_dtype}")
     if is_concrete(step) and np.any(np.asarray(step) < 0):
         raise ValueError(f"step must be >= 0; got {np.asarray(step).ravel().min()}")
     step = jnp.asarray(step)

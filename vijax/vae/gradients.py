@@ -56,10 +56,12 @@ import jax.numpy as jnp
 
 from vijax._checks import check_int, check_key, shape_of
 from vijax.estimators import GradientMoments, gradient_moments
+from vijax.vae import objectives
 from vijax.vae.objectives import bernoulli_log_likelihood
 
 __all__ = ["ESTIMATORS", "LatentModel", "as_latent_model", "surrogate_bound", "surrogate_loss",
-           "bound_gradient", "encoder_gradient_samples", "encoder_gradient_moments"]
+           "bound_gradient", "encoder_gradient_samples", "encoder_gradient_moments",
+           "check_training_estimator", "training_loss"]
 
 #: Estimator names accepted by ``estimator``.
 ESTIMATORS = ("total", "stl", "dreg")
@@ -299,3 +301,42 @@ def encoder_gradient_moments(key: jax.Array, model: Any, params: Mapping, x: jax
                                      num_samples=num_samples, num_replicates=num_replicates,
                                      chunk_size=chunk_size)
     return gradient_moments(grads)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def check_training_estimator(estimator: Any) -> str | tuple[str, int]:
+    """Validate the ``estimator`` argument of ``vijax.vae.train``; returns it normalised.
+
+    Accepted: the one-sample ELBO estimators of ``objectives`` (``"analytic"``, ``"mc"``,
+    ``"stl"``); ``"total"`` or ``"dreg"`` (one-sample ELBO here, ``k = 1``); or a pair
+    ``(name, k)`` with ``name`` in :data:`ESTIMATORS` and ``k >= 1`` importance samples, e.g.
+    ``("dreg", 50)`` (a list is turned into a tuple, so the result is hashable).
+    """
+    if isinstance(estimator, str):
+        if estimator in objectives.ESTIMATORS or estimator in ESTIMATORS:
+            return estimator
+    elif isinstance(estimator, tuple | list) and len(estimator) == 2:
+        name, k = estimator
+        if not isinstance(name, str) or name not in ESTIMATORS:
+            raise ValueError(f"estimator[0] must be one of {ESTIMATORS}; got {name!r}")
+        return (name, check_int("estimator[1] (num_samples)", k, minimum=1))
+    names = tuple(dict.fromkeys(objectives.ESTIMATORS + ESTIMATORS))
+    raise ValueError(f"estimator must be one of {names} or a pair (name, num_samples) with "
+                     f"name in {ESTIMATORS}; got {estimator!r}")
+
+
+def training_loss(key: jax.Array, model: Any, params: Mapping, x: jax.Array,
+                  estimator: str | tuple[str, int] = "analytic") -> jax.Array:
+    """The loss a training step differentiates, for any :func:`check_training_estimator` value.
+
+    ``objectives.negative_elbo`` for ``"analytic"``, ``"mc"``, ``"stl"``; otherwise
+    :func:`surrogate_loss` (minus the batch-mean ``IWAE_k`` surrogate; ``k = 1`` for a name).
+    """
+    estimator = check_training_estimator(estimator)
+    if isinstance(estimator, str):
+        if estimator in objectives.ESTIMATORS:
+            return objectives.negative_elbo(key, model, params, x, estimator)
+        return surrogate_loss(key, model, params, x, estimator, 1)
+    return surrogate_loss(key, model, params, x, *estimator)

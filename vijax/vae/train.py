@@ -1,6 +1,8 @@
 """Training of the VAE with Optax: ``init``, ``train_step``, an epoch as one ``lax.scan``, ``fit``.
 
-The loss is the batch mean of the negative one-sample ELBO (``objectives.negative_elbo``);
+The loss is the batch mean of the negative one-sample ELBO (``objectives.negative_elbo``),
+or of the negative importance-weighted bound with the total-derivative, STL or DReG
+gradient (``gradients.training_loss``, ``estimator=(name, k)``);
 the course's recipe is Adam with learning rate 1e-3, batch 100, 15 epochs, rounded pixels.
 (The course sums the loss over the batch; Adam is invariant to that scale up to its
 ``eps``.) An epoch shuffles the training images with the state's key, drops the last
@@ -34,8 +36,8 @@ from jax.sharding import PartitionSpec as P
 
 from vijax._checks import check_int, check_key, check_scalar, check_shape
 from vijax.data.mnist import BINARIZATIONS
+from vijax.vae.gradients import check_training_estimator, training_loss
 from vijax.vae.models import VAE, VAEConfig
-from vijax.vae.objectives import ESTIMATORS, negative_elbo
 
 __all__ = ["TrainState", "FitResult", "adam", "init", "train_step", "train_epoch", "make_mesh",
            "fit", "check_images", "load_checkpoint"]
@@ -94,7 +96,7 @@ def init(key: jax.Array, model: VAE, optimizer: optax.GradientTransformation) ->
 
 
 def _update(params, opt_state, key, x, model, optimizer, estimator):
-    loss, grads = jax.value_and_grad(lambda p: negative_elbo(key, model, p, x, estimator))(params)
+    loss, grads = jax.value_and_grad(lambda p: training_loss(key, model, p, x, estimator))(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -104,7 +106,12 @@ def _update(params, opt_state, key, x, model, optimizer, estimator):
 def train_step(state: TrainState, x: jax.Array, *, model: VAE,
                optimizer: optax.GradientTransformation,
                estimator: str = "analytic") -> tuple[TrainState, jax.Array]:
-    """One optimiser step on the batch ``x`` ``(B, P)``; returns the new state and the loss."""
+    """One optimiser step on the batch ``x`` ``(B, P)``; returns the new state and the loss.
+
+    ``estimator``: ``"analytic"``, ``"mc"``, ``"stl"`` (``objectives``), ``"total"``,
+    ``"dreg"``, or a tuple ``(name, k)`` for the importance-weighted bound with ``k`` samples
+    and the estimator ``name`` in ``("total", "stl", "dreg")`` (``vijax.vae.gradients``).
+    """
     key, step_key = jax.random.split(state.key)
     params, opt_state, loss = _update(state.params, state.opt_state, step_key, x, model,
                                       optimizer, estimator)
@@ -167,6 +174,7 @@ def train_epoch(state: TrainState, images: jax.Array, *, model: VAE,
         The new state and the ``(N // batch_size,)`` per-step losses.
     """
     mesh = make_mesh() if mesh is None else mesh
+    estimator = check_training_estimator(estimator)
     fn = _epoch_fn(model, optimizer, int(batch_size), estimator, bool(dynamic_binarization),
                    mesh)
     return fn(state, images)
@@ -300,7 +308,9 @@ def fit(key: jax.Array, train_images: Any, *, config: VAEConfig | None = None,
         epochs: total number of epochs (when resuming, including those already done).
         batch_size: images per step, ``<= N``.
         learning_rate: Adam's step size, ``> 0``.
-        estimator: ``"analytic"``, ``"mc"`` or ``"stl"`` (see ``objectives``).
+        estimator: ``"analytic"``, ``"mc"`` or ``"stl"`` (see ``objectives``), ``"total"`` or
+            ``"dreg"``, or ``(name, k)`` for the importance-weighted bound with ``k`` samples
+            (see ``gradients``; the logged training loss is then ``-IWAE_k``).
         binarization: ``"round"``, ``"dynamic"`` or ``"none"`` (see ``vijax.data.binarize``).
         workdir: folder for ``checkpoints/`` (Orbax, one per epoch, last two kept),
             ``metrics.json`` and ``vijax_vae.json``; None: nothing written.
@@ -331,8 +341,7 @@ def fit(key: jax.Array, train_images: Any, *, config: VAEConfig | None = None,
         raise ValueError(f"batch_size must be <= the number of training images "
                          f"({images.shape[0]}); got {batch_size}")
     learning_rate = check_scalar("learning_rate", learning_rate, 0.0, strict=True)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}")
+    estimator = check_training_estimator(estimator)
     if binarization not in BINARIZATIONS:
         raise ValueError(f"binarization must be one of {BINARIZATIONS}; got {binarization!r}")
     test = None if test_images is None else check_images("test_images", test_images,
