@@ -15,7 +15,7 @@ import optax
 import pytest
 from scipy import stats
 
-from vijax.data.mnist import load_mnist
+from vijax.data.mnist import binarize, load_mnist
 from vijax.vae import (
     VAE,
     VAEConfig,
@@ -313,3 +313,33 @@ def test_sharded_training_equals_unsharded():
     assert out["devices"] == 8
     assert out["8"]["mesh"] == 8 and out["8"]["replicated"] and out["1"]["mesh"] == 1
     np.testing.assert_allclose(out["8"]["losses"], out["1"]["losses"], rtol=1e-4)
+
+
+# ------------------------------------------------------ checks at the other public entries
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda p: elbo(jax.random.PRNGKey(0), MODEL, p, jnp.ones((2, 5))), r"x must have shape"),
+    (lambda p: elbo(jax.random.PRNGKey(0), MODEL, p, jnp.ones((2, 784), jnp.uint8)),
+     "x must hold floating-point pixels"),
+    (lambda p: iwae_bound(jax.random.PRNGKey(0), MODEL, p, jnp.ones(4), 3), "x must have shape"),
+    (lambda p: iwae_bound(jax.random.PRNGKey(0), MODEL, p, jnp.ones((2, 784)), 2.5),
+     "num_samples must be an integer"),
+    (lambda p: iwae_bound(jax.random.PRNGKey(0), MODEL, p, jnp.ones((2, 784)), 4, 0),
+     "chunk_size must be >= 1"),
+    (lambda p: reconstruction_grid(MODEL, p, np.ones((2, 5), np.float32)), "images must have"),
+    (lambda p: sample_grid(jax.random.PRNGKey(0), MODEL, p, rows=0), "rows must be >= 1"),
+    (lambda p: binarize(np.full((2, 784), 255.0)), r"grey levels in \[0, 1\]"),
+])
+def test_public_vae_functions_reject_bad_input_clearly(params, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(params)
+
+
+def test_iwae_bound_keeps_the_parameters_precision_under_x64(batch):
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64),
+                           MODEL.init_params(jax.random.PRNGKey(0)))
+        bound = iwae_bound(jax.random.PRNGKey(1), MODEL, p64, jnp.asarray(batch[:4], jnp.float32),
+                           3)
+        assert bound.dtype == jnp.float64 and np.all(np.isfinite(bound))

@@ -275,6 +275,11 @@ def binarize(images: jax.Array | np.ndarray, method: str = "round", *,
     """
     if method not in BINARIZATIONS:
         raise ValueError(f"method must be one of {BINARIZATIONS}; got {method!r}")
+    if not isinstance(images, jax.core.Tracer):
+        values = np.asarray(images)
+        if values.size and not (values.min() >= 0 and values.max() <= 1):  # NaN fails too
+            raise ValueError(f"images must hold grey levels in [0, 1] (divide uint8 images by "
+                             f"255); got values in [{values.min()}, {values.max()}]")
     x = jnp.asarray(images, dtype=jnp.float32)
     if method == "round":
         return jnp.round(x)

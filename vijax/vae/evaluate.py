@@ -22,6 +22,7 @@ import numpy as np
 from vijax._checks import check_int, check_key
 from vijax.vae.models import VAE
 from vijax.vae.objectives import elbo, iwae_bound
+from vijax.vae.train import check_images
 
 __all__ = ["negative_elbo_dataset", "iwae_nll", "reconstruction_grid", "sample_grid",
            "save_grid", "plot_training_curve"]
@@ -61,7 +62,9 @@ def _iwae_batch(key, model, params, x, num_samples, chunk_size):
 
 def iwae_nll(key: jax.Array, model: VAE, params: Any, images: Any, num_samples: int = 5000,
              *, batch_size: int = 100, chunk_size: int | None = None) -> np.ndarray:
-    """Per-image negative log-likelihood estimate ``-IWAE_k(x)`` (an upper bound on ``-log p(x)``).
+    """Per-image negative log-likelihood estimate ``-IWAE_k(x)``.
+
+    Its expectation is an upper bound on ``-log p(x)`` that tightens as ``k`` grows.
 
     Args:
         key: PRNG key.
@@ -99,7 +102,8 @@ def reconstruction_grid(model: VAE, params: Any, images: Any, columns: int = 10)
     Returns:
         ``(56, 28 * columns)`` grey levels in ``[0, 1]``.
     """
-    x = np.asarray(images, np.float32)[:columns]
+    columns = check_int("columns", columns, 1)
+    x = check_images("images", images, model.config.input_dim)[:columns]
     mean, _ = model.apply({"params": params}, jnp.asarray(x), method="encode")
     recon = jax.nn.sigmoid(model.apply({"params": params}, mean, method="decode"))
     return _tile(np.concatenate([x, np.asarray(recon)]), 2, x.shape[0])
@@ -109,6 +113,7 @@ def sample_grid(key: jax.Array, model: VAE, params: Any, rows: int = 5,
                 columns: int = 10) -> np.ndarray:
     """Decoded draws from the prior: ``sigmoid(g(z))``, ``z ~ N(0, I)``, as a grid."""
     check_key("key", key)
+    rows, columns = check_int("rows", rows, 1), check_int("columns", columns, 1)
     z = jax.random.normal(key, (rows * columns, model.config.latent_dim))
     probs = jax.nn.sigmoid(model.apply({"params": params}, z, method="decode"))
     return _tile(np.asarray(probs), rows, columns)

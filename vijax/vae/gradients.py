@@ -57,7 +57,11 @@ import jax.numpy as jnp
 from vijax._checks import check_int, check_key, shape_of
 from vijax.estimators import GradientMoments, gradient_moments
 from vijax.vae import objectives
-from vijax.vae.objectives import bernoulli_log_likelihood
+from vijax.vae.objectives import (
+    bernoulli_log_likelihood,
+    gaussian_log_density,
+    standard_normal_log_density,
+)
 
 __all__ = ["ESTIMATORS", "LatentModel", "as_latent_model", "surrogate_bound", "surrogate_loss",
            "bound_gradient", "encoder_gradient_samples", "encoder_gradient_moments",
@@ -66,7 +70,6 @@ __all__ = ["ESTIMATORS", "LatentModel", "as_latent_model", "surrogate_bound", "s
 #: Estimator names accepted by ``estimator``.
 ESTIMATORS = ("total", "stl", "dreg")
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 class LatentModel(NamedTuple):
@@ -110,17 +113,10 @@ def as_latent_model(model: Any) -> LatentModel:
 # --------------------------------------------------------------------------- the maths
 
 
-def _log_prior(z: jax.Array) -> jax.Array:
-    return -0.5 * jnp.sum(_LOG_2PI + jnp.square(z), axis=-1)
-
-
-def _log_q(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
-    return -0.5 * jnp.sum(_LOG_2PI + log_var + jnp.square(z - mean) * jnp.exp(-log_var), axis=-1)
-
-
 def _log_weights(lm: LatentModel, theta, x, z, mean, log_var) -> jax.Array:
     """``log w = log p(x|z) + log p(z) - log q(z; mean, log_var)``, shape ``(k, B)``."""
-    return lm.log_likelihood(lm.decode(theta, z), x) + _log_prior(z) - _log_q(z, mean, log_var)
+    return (lm.log_likelihood(lm.decode(theta, z), x) + standard_normal_log_density(z)
+            - gaussian_log_density(z, mean, log_var))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

@@ -25,8 +25,10 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-__all__ = ["ESTIMATORS", "bernoulli_log_likelihood", "gaussian_kl", "elbo", "negative_elbo",
-           "iwae_bound", "log_weights"]
+from vijax._checks import check_int, check_shape
+
+__all__ = ["ESTIMATORS", "bernoulli_log_likelihood", "gaussian_kl", "gaussian_log_density",
+           "standard_normal_log_density", "elbo", "negative_elbo", "iwae_bound", "log_weights"]
 
 #: Accepted values of ``estimator``.
 ESTIMATORS = ("analytic", "mc", "stl")
@@ -59,13 +61,20 @@ def gaussian_kl(mean: jax.Array, log_var: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(jnp.exp(log_var) + jnp.square(mean) - 1.0 - log_var, axis=-1)
 
 
-def _gaussian_log_density(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
+def gaussian_log_density(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
     """``log N(z; mean, diag exp(log_var))``, summed over the last axis."""
     return -0.5 * jnp.sum(_LOG_2PI + log_var + jnp.square(z - mean) * jnp.exp(-log_var), axis=-1)
 
 
-def _standard_normal_log_density(z: jax.Array) -> jax.Array:
+def standard_normal_log_density(z: jax.Array) -> jax.Array:
     return -0.5 * jnp.sum(_LOG_2PI + jnp.square(z), axis=-1)
+
+
+def check_batch(x: jax.Array, model: nn.Module) -> None:
+    """``x`` is a floating ``(B, input_dim)`` batch (shape and dtype only: works under ``jit``)."""
+    check_shape("x", x, (None, model.config.input_dim))
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"x must hold floating-point pixels in [0, 1]; got dtype {x.dtype}")
 
 
 def elbo(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
@@ -84,6 +93,7 @@ def elbo(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}")
+    check_batch(x, model)
     variables = {"params": params}
     mean, log_var = model.apply(variables, x, method="encode")
     eps = jax.random.normal(key, mean.shape, mean.dtype)
@@ -93,7 +103,7 @@ def elbo(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
         return log_lik - gaussian_kl(mean, log_var)
     if estimator == "stl":
         mean, log_var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(log_var)
-    return log_lik + _standard_normal_log_density(z) - _gaussian_log_density(z, mean, log_var)
+    return log_lik + standard_normal_log_density(z) - gaussian_log_density(z, mean, log_var)
 
 
 def negative_elbo(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
@@ -118,7 +128,7 @@ def log_weights(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
     eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
     z = mean + jnp.exp(0.5 * log_var) * eps
     logits = model.apply({"params": params}, z, method="decode")
-    return (bernoulli_log_likelihood(logits, x) + _standard_normal_log_density(z)
+    return (bernoulli_log_likelihood(logits, x) + standard_normal_log_density(z)
             + 0.5 * jnp.sum(_LOG_2PI + log_var + jnp.square(eps), axis=-1))
 
 
@@ -141,13 +151,10 @@ def iwae_bound(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
     Returns:
         ``(B,)`` bounds (nats; ``-bound`` estimates the negative log-likelihood).
     """
-    k = int(num_samples)
-    if k < 1:
-        raise ValueError(f"num_samples must be >= 1; got {num_samples}")
-    c = min(k, 100) if chunk_size is None else int(chunk_size)
-    if c < 1:
-        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    k = check_int("num_samples", num_samples, 1)
+    c = min(k, 100) if chunk_size is None else check_int("chunk_size", chunk_size, 1)
     c = min(c, k)
+    check_batch(x, model)
     n_chunks = -(-k // c)
     mean, log_var = model.apply({"params": params}, x, method="encode")
     batch = x.shape[0]
@@ -162,7 +169,8 @@ def iwae_bound(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
         s = s * jnp.exp(m - new_m) + jnp.sum(jnp.exp(lw - new_m), axis=0)
         return (new_m, s), None
 
-    init = (jnp.full((batch,), -jnp.inf, x.dtype), jnp.zeros((batch,), x.dtype))
+    dtype = jnp.result_type(mean.dtype, x.dtype)
+    init = (jnp.full((batch,), -jnp.inf, dtype), jnp.zeros((batch,), dtype))
     keys = jax.random.split(key, n_chunks)
     starts = jnp.arange(n_chunks) * c
     (m, s), _ = jax.lax.scan(body, init, (keys, starts))
