@@ -160,10 +160,11 @@ def study_simulated(out: Path, log: Log) -> tuple[str, dict]:
     ari = adjusted_rand_score(np.asarray(labels), found)
     order = np.argmin(((means[:, None] - np.asarray(res.params.mean)[None]) ** 2).sum(-1), 1)
     g = np.asarray(res.params.concentration)
+    rates_fit = np.asarray(res.params.gamma_shape / res.params.gamma_rate)
     rows = [{"cluster": k, "true centre": str(means[k].tolist()),
              "fitted centre": str(np.round(np.asarray(res.params.mean)[order[k]], 2).tolist()),
              "true rate": rates[k],
-             "fitted E[lam]": float(res.params.gamma_shape[order[k]] / res.params.gamma_rate[order[k]]),
+             "fitted E[lam]": float(rates_fit[order[k]]),
              "true weight": weights[k], "fitted E[pi]": float(g[order[k]] / g.sum())}
             for k in range(4)]
     log(f"simulated: ARI {ari:.3f}, best ELBO {float(res.elbo):.1f}")

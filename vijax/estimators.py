@@ -276,8 +276,11 @@ def _check_params(family: Family, params: Any) -> None:
         check(params)
 
 
-def _spec(x: Any) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+def _sig(x: Any) -> tuple[tuple[int, ...], Any]:
+    """``(shape, dtype)`` of an array, tracer or Python number (hashable)."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return tuple(x.shape), x.dtype
+    return tuple(jnp.shape(x)), jnp.result_type(x)
 
 
 def _hashable(*objs: Any) -> bool:
@@ -288,16 +291,16 @@ def _hashable(*objs: Any) -> bool:
     return True
 
 
-def _probe(log_joint: LogJoint, family: Family, key_spec: jax.ShapeDtypeStruct,
-           treedef: Any, leaf_specs: tuple[jax.ShapeDtypeStruct, ...]) -> None:
+def _probe(log_joint: LogJoint, family: Family, key_sig: tuple, treedef: Any,
+           leaf_sigs: tuple[tuple, ...]) -> None:
     """Abstract evaluation (no FLOPs) of ``log_joint`` on one latent drawn from ``params``."""
-    params = jax.tree.unflatten(treedef, leaf_specs)
-    z = jax.eval_shape(lambda k, p: family.sample(k, p), key_spec, params)
+    params = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(*sd) for sd in leaf_sigs])
+    z = jax.eval_shape(lambda k, p: family.sample(k, p), jax.ShapeDtypeStruct(*key_sig), params)
     try:
         out = jax.eval_shape(log_joint, z)
     except (TypeError, ValueError) as e:
         raise ValueError(f"log_joint failed on a latent z of shape {z.shape} (dtype {z.dtype}) "
-                         f"drawn from params with leaf shapes {[s.shape for s in leaf_specs]}; "
+                         f"drawn from params with leaf shapes {[sd[0] for sd in leaf_sigs]}; "
                          "expected log_joint to accept one latent of the family's event shape "
                          f"and return a scalar. The error was: {type(e).__name__}: {e}") from e
     if jnp.shape(out) != ():
@@ -314,7 +317,7 @@ def _check_scalar_output(log_joint: LogJoint, family: Family, key: Array, params
     Cached per (log_joint, family, parameter shapes and dtypes) when those are hashable.
     """
     leaves, treedef = jax.tree.flatten(params)
-    args = (log_joint, family, _spec(key), treedef, tuple(_spec(x) for x in leaves))
+    args = (log_joint, family, _sig(key), treedef, tuple(_sig(x) for x in leaves))
     (_probe_cached if _hashable(*args) else _probe)(*args)
 
 
@@ -323,9 +326,6 @@ def _check_call(key: Array, params: Any, log_joint: LogJoint, family: Family) ->
     check_key("key", key)
     _check_params(family, params)
     _check_scalar_output(log_joint, family, key, params)
-
-
-_STATIC = ("log_joint", "family", "estimator", "num_samples", "per_sample")
 
 
 def _elbo_impl(key, params, log_joint, family, num_samples):
@@ -343,10 +343,22 @@ def _elbo_grad_impl(key, params, log_joint, family, estimator, num_samples, per_
     return jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
 
 
-# compiled once per (log_joint, family, settings) and parameter shapes; jit keeps them cached
-_elbo_jit = functools.partial(jax.jit, static_argnames=_STATIC[:2] + ("num_samples",))(
-    _elbo_impl)
-_elbo_grad_jit = functools.partial(jax.jit, static_argnames=_STATIC)(_elbo_grad_impl)
+def _jit_elbo(log_joint, family, num_samples):
+    return jax.jit(functools.partial(_elbo_impl, log_joint=log_joint, family=family,
+                                     num_samples=num_samples))
+
+
+def _jit_elbo_grad(log_joint, family, estimator, num_samples, per_sample):
+    return jax.jit(functools.partial(_elbo_grad_impl, log_joint=log_joint, family=family,
+                                     estimator=estimator, num_samples=num_samples,
+                                     per_sample=per_sample))
+
+
+# One jitted function per (log_joint, family, settings), shared by elbo/elbo_grad and
+# gradient_estimator; jit then caches one executable per parameter shape. (A jitted closure
+# dispatches faster than jax.jit with static arguments.)
+_cached_elbo = functools.lru_cache(maxsize=256)(_jit_elbo)
+_cached_elbo_grad = functools.lru_cache(maxsize=256)(_jit_elbo_grad)
 
 
 def elbo(key: Array, params: Any, log_joint: LogJoint, family: Family,
@@ -363,8 +375,9 @@ def elbo(key: Array, params: Any, log_joint: LogJoint, family: Family,
     """
     n = _check_settings(log_joint, family, num_samples)
     _check_call(key, params, log_joint, family)
-    fn = _elbo_jit if _hashable(log_joint, family) else _elbo_impl
-    return fn(key, params, log_joint=log_joint, family=family, num_samples=n)
+    if _hashable(log_joint, family):
+        return _cached_elbo(log_joint, family, n)(key, params)
+    return _elbo_impl(key, params, log_joint, family, n)
 
 
 def elbo_grad(key: Array, params: Any, log_joint: LogJoint, family: Family, *,
@@ -398,9 +411,10 @@ def elbo_grad(key: Array, params: Any, log_joint: LogJoint, family: Family, *,
     name = _estimator_name(estimator)
     n = _check_settings(log_joint, family, num_samples)
     _check_call(key, params, log_joint, family)
-    fn = _elbo_grad_jit if _hashable(log_joint, family) else _elbo_grad_impl
-    return fn(key, params, log_joint=log_joint, family=family, estimator=name, num_samples=n,
-              per_sample=bool(per_sample))
+    per_sample = bool(per_sample)
+    if _hashable(log_joint, family):
+        return _cached_elbo_grad(log_joint, family, name, n, per_sample)(key, params)
+    return _elbo_grad_impl(key, params, log_joint, family, name, n, per_sample)
 
 
 def gradient_estimator(log_joint: LogJoint, family: Family, *, estimator: str = "reparam",
@@ -417,13 +431,8 @@ def gradient_estimator(log_joint: LogJoint, family: Family, *, estimator: str = 
     n = _check_settings(log_joint, family, num_samples)
     per_sample = bool(per_sample)
 
-    if _hashable(log_joint, family):  # share the compiled cache with elbo_grad
-        jitted = functools.partial(_elbo_grad_jit, log_joint=log_joint, family=family,
-                                   estimator=name, num_samples=n, per_sample=per_sample)
-    else:
-        jitted = jax.jit(functools.partial(_elbo_grad_impl, log_joint=log_joint, family=family,
-                                           estimator=name, num_samples=n,
-                                           per_sample=per_sample))
+    make = _cached_elbo_grad if _hashable(log_joint, family) else _jit_elbo_grad
+    jitted = make(log_joint, family, name, n, per_sample)  # shared with elbo_grad if hashable
 
     def grad_fn(key: Array, params: Any) -> Any:
         _check_call(key, params, log_joint, family)
