@@ -162,7 +162,8 @@ def study_simulated(out: Path, log: Log) -> tuple[str, dict]:
     g = np.asarray(res.params.concentration)
     rates_fit = np.asarray(res.params.gamma_shape / res.params.gamma_rate)
     rows = [{"cluster": k, "true centre": str(means[k].tolist()),
-             "fitted centre": str(np.round(np.asarray(res.params.mean)[order[k]], 2).tolist()),
+             "fitted centre": str(np.round(np.asarray(res.params.mean, np.float64)[order[k]],
+                                           2).tolist()),
              "true rate": rates[k],
              "fitted E[lam]": float(rates_fit[order[k]]),
              "true weight": weights[k], "fitted E[pi]": float(g[order[k]] / g.sum())}

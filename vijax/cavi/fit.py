@@ -26,7 +26,7 @@ from vijax.cavi.model import (
     event_terms,
     event_weights,
     responsibilities,
-    sweep,
+    update_globals,
 )
 
 Array = jax.Array
@@ -156,6 +156,12 @@ def init(key: Array, data: Observations, prior: Prior, num_clusters: int,
     Returns:
         ``(params, elbo)``.
     """
+    return assign_with_elbo(data, prior, _initial_globals(key, data, prior, num_clusters),
+                            event_sum)
+
+
+def _initial_globals(key: Array, data: Observations, prior: Prior, num_clusters: int) -> Params:
+    """The global factors of :func:`init` (``responsibilities`` left None)."""
     x, s = data.locations, data.strengths
     w = event_weights(data)
     seeds = jax.random.choice(key, s.shape[0], (num_clusters,), replace=False, p=w / w.sum())
@@ -163,37 +169,49 @@ def init(key: Array, data: Observations, prior: Prior, num_clusters: int,
     ones = jnp.ones((num_clusters,), x.dtype)
     g = (None if prior.concentration is None
          else jnp.broadcast_to(prior.concentration + per_cluster, (num_clusters,)))
-    params = Params(
-        responsibilities=jnp.zeros((s.shape[0], num_clusters), x.dtype),
+    return Params(
+        responsibilities=None,
         gamma_shape=prior.alpha + per_cluster * s[seeds],
         gamma_rate=(prior.beta + per_cluster) * ones,
         mean=x[seeds],
         precision=(prior.rho + prior.tau * per_cluster) * ones,
         concentration=g,
     )
-    return assign_with_elbo(data, prior, params, event_sum)
 
 
 def _run(key: Array, data: Observations, prior: Prior, tol: Array, num_clusters: int,
          max_iter: int) -> tuple[Params, Array, Array, Array, Array]:
-    """One restart: init, then sweeps in a ``lax.while_loop``."""
+    """One restart: :func:`init`, then sweeps in a ``lax.while_loop``.
+
+    The loop carries only the global factors (``K``-sized): each iteration assigns ``q(Z)``
+    from them (with the ELBO of that state), then updates them from the new ``r``. The
+    ``(N, K)`` responsibilities never cross the loop boundary, so vmapped restarts, whose
+    loop selects every carried value per restart, pay no extra pass over them; the final
+    ``r`` is assigned once more after the loop. The sequence of states is that of
+    :func:`init` followed by :func:`vijax.cavi.model.sweep`.
+    """
     event_sum = event_terms(data, prior) @ event_weights(data)
-    params, value = init(key, data, prior, num_clusters, event_sum)
-    history = jnp.full((max_iter + 1,), jnp.nan, value.dtype).at[0].set(value)
+    globals0 = _initial_globals(key, data, prior, num_clusters)
+    dtype = data.locations.dtype
+    history = jnp.full((max_iter + 1,), jnp.nan, dtype)
 
     def cond(carry):
-        _, _, change, t, _ = carry
-        return (t < max_iter) & (change >= tol)
+        _, _, _, change, t, _ = carry
+        return (t <= max_iter) & (change >= tol)
 
     def body(carry):
-        params, value, _, t, history = carry
-        params, new_value = sweep(data, prior, params, event_sum)
-        change = jnp.abs(new_value - value) / jnp.maximum(jnp.abs(new_value), 1e-30)
-        return params, new_value, change, t + 1, history.at[t + 1].set(new_value)
+        state, _, value, _, t, history = carry  # state: the globals of state t
+        assigned, new_value = assign_with_elbo(data, prior, state, event_sum)
+        change = jnp.where(t == 0, jnp.inf,
+                           jnp.abs(new_value - value) / jnp.maximum(jnp.abs(new_value), 1e-30))
+        following = update_globals(data, prior, assigned)._replace(responsibilities=None)
+        return following, state, new_value, change, t + 1, history.at[t].set(new_value)
 
-    carry = (params, value, jnp.asarray(jnp.inf, value.dtype), jnp.asarray(0), history)
-    params, value, change, t, history = jax.lax.while_loop(cond, body, carry)
-    return params, value, history, t, change < tol
+    carry = (globals0, globals0, jnp.asarray(jnp.nan, dtype), jnp.asarray(jnp.inf, dtype),
+             jnp.asarray(0), history)
+    _, last, value, change, t, history = jax.lax.while_loop(cond, body, carry)
+    params, _ = assign_with_elbo(data, prior, last, event_sum)
+    return params, value, history, t - 1, change < tol
 
 
 @partial(jax.jit, static_argnames=("num_clusters", "num_restarts", "max_iter"))
