@@ -130,6 +130,24 @@ def test_fit_history_is_monotone_and_matches_the_exact_elbo():
         assert res.elbo == res.restart_elbos.max()
 
 
+def test_fit_follows_init_then_sweep():
+    """The fit's loop carries only the global factors; its states must be those of the
+    public ``init`` followed by ``sweep``."""
+    with jax.enable_x64(True):
+        data, _ = cavi.sample_events(jax.random.key(3), MEANS, RATES, np.full(4, 0.25), 0.5, 120)
+        obs, prior = cavi.as_observations(data), cavi.as_prior(LEARNED, 4)
+        res = cavi.fit(jax.random.key(4), data, LEARNED, 4, max_iter=15, tol=0.0)
+        params, value = cavi.init(jax.random.key(4), obs, prior, 4)
+        values = [value]
+        for _ in range(15):
+            params, value = cavi.sweep(obs, prior, params)
+            values.append(value)
+        np.testing.assert_allclose(res.elbo_history[0], values, rtol=1e-10)
+        np.testing.assert_allclose(res.params.responsibilities, params.responsibilities,
+                                   atol=1e-10)
+        np.testing.assert_allclose(res.params.mean, params.mean, rtol=1e-10)
+
+
 # ------------------------------------------------------------- ELBO against Monte Carlo
 
 
