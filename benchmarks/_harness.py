@@ -21,13 +21,27 @@ from typing import Any
 import numpy as np
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` or ``lscpu``), or the platform's word for it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, Any]:
-    """What the numbers were measured on: device, library versions, date."""
+    """What the numbers were measured on: device, CPU model, threads, library versions, date."""
     import jax
     import jaxlib
 
     devices = jax.devices()
     return {
+        "cpu_model": cpu_model(),
+        "cpu_threads_available": len(os.sched_getaffinity(0)) if hasattr(
+            os, "sched_getaffinity") else os.cpu_count(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "backend": jax.default_backend(),
         "device": devices[0].device_kind,

@@ -119,15 +119,48 @@ def check_scalar(name: str, x: Any, minimum: float | None = None, strict: bool =
     return v
 
 
+def check_floating(name: str, x: Any) -> None:
+    """``x`` holds floating-point numbers (parameters that are differentiated must)."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = _values(name, x).dtype
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise ValueError(f"{name} must hold floating-point numbers (gradients need them; "
+                         f"cast with .astype(float)); got dtype {dtype}")
+
+
 def check_key(name: str, key: Any) -> None:
-    """``key`` is a JAX PRNG key: a typed key array or a raw uint32 key of shape (2,)."""
+    """``key`` is one JAX PRNG key: a scalar typed key or a raw uint32 key of shape (2,).
+
+    A batch of keys (``jax.random.split(key, n)``) is refused: pass one of them.
+    """
     if hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"{name} must be a single PRNG key; got a batch of keys of shape "
+                             f"{key.shape} (pass one of them, e.g. {name}[0])")
         return
     shape = shape_of(name, key)
     dtype = getattr(key, "dtype", None)
     if shape != (2,) or dtype != np.uint32:
         raise ValueError(f"{name} must be a PRNG key from jax.random.key(seed) or "
                          f"jax.random.PRNGKey(seed); got shape {shape} and dtype {dtype}")
+
+
+def check_images(name: str, images: Any, input_dim: int = 784) -> np.ndarray:
+    """``images`` is a floating ``(N, input_dim)`` array with values in ``[0, 1]``."""
+    check_shape(name, images, (None, input_dim))
+    dtype = np.dtype(getattr(images, "dtype", np.asarray(images).dtype))
+    if not np.issubdtype(dtype, np.floating):
+        raise ValueError(f"{name} must hold floating-point pixels in [0, 1] (divide uint8 "
+                         f"images by 255); got dtype {dtype}")
+    values = np.asarray(images)
+    if values.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one image; got shape {values.shape}")
+    lo, hi = float(np.min(values)), float(np.max(values))
+    if not (0.0 <= lo and hi <= 1.0):  # also catches NaN
+        raise ValueError(f"{name} must have pixel values in [0, 1]; got values in "
+                         f"[{lo}, {hi}]")
+    return values
 
 
 def _show(v: np.ndarray, limit: int = 6) -> str:

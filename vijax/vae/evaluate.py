@@ -19,18 +19,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vijax._checks import check_int, check_key
+from vijax._checks import check_images, check_int, check_key
 from vijax.vae.models import VAE
 from vijax.vae.objectives import elbo, iwae_bound
-from vijax.vae.train import check_images
 
 __all__ = ["negative_elbo_dataset", "iwae_nll", "reconstruction_grid", "sample_grid",
            "save_grid", "plot_training_curve"]
 
 
 def _batches(images: Any, batch_size: int, input_dim: int) -> tuple[np.ndarray, int]:
-    from vijax.vae.train import check_images
-
     x = np.asarray(check_images("images", images, input_dim), np.float32)
     n = x.shape[0]
     b = min(batch_size, n)
@@ -39,18 +36,19 @@ def _batches(images: Any, batch_size: int, input_dim: int) -> tuple[np.ndarray, 
     return x.reshape(-1, b, x.shape[1]), n
 
 
-@functools.partial(jax.jit, static_argnames=("model", "estimator"))
-def _elbo_batch(key, model, params, x, estimator):
-    return elbo(key, model, params, x, estimator)
+@functools.partial(jax.jit, static_argnames=("model", "kl"))
+def _elbo_batch(key, model, params, x, kl):
+    return elbo(key, model, params, x, kl)
 
 
 def negative_elbo_dataset(key: jax.Array, model: VAE, params: Any, images: Any, *,
-                          batch_size: int = 500, estimator: str = "analytic") -> float:
-    """Mean over ``images`` ``(N, P)`` of the one-sample negative ELBO (nats per image)."""
+                          batch_size: int = 500, kl: str = "analytic") -> float:
+    """Mean over ``images`` ``(N, P)`` of the one-sample negative ELBO (nats per image);
+    ``kl`` as in :func:`vijax.vae.objectives.elbo`."""
     check_key("key", key)
     batches, n = _batches(images, check_int("batch_size", batch_size, 1),
                           model.config.input_dim)
-    values = [_elbo_batch(jax.random.fold_in(key, i), model, params, jnp.asarray(x), estimator)
+    values = [_elbo_batch(jax.random.fold_in(key, i), model, params, jnp.asarray(x), kl)
               for i, x in enumerate(batches)]
     return float(-np.mean(np.concatenate([np.asarray(v) for v in values])[:n]))
 

@@ -1,39 +1,47 @@
-"""Objectives of the VAE (``docs/MODEL.md`` sections 2 and 3), per image, all constants kept.
+"""The VAE as a client of :mod:`vijax.estimators` (``docs/MODEL.md`` sections 2 and 3).
 
-    ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || N(0, I))
-    KL      = -1/2 sum_d (1 + log sigma_d^2 - mu_d^2 - sigma_d^2)
-    IWAE_k  = E[log (1/k) sum_i p(x, z_i) / q(z_i|x)],  z_i ~ q(z|x)   (Burda et al. 2016)
+The encoder gives an amortised mean-field Gaussian family, one ``q(z|x_b)`` per image: its
+parameters are :class:`~vijax.families.GaussianParams` ``(mean, log_var / 2)``
+(:func:`variational_params`). The decoder and the standard normal prior give the log joint
+``log p(x_b | z) + log N(z; 0, I)`` (:func:`log_joint`, a
+:class:`~vijax.estimators.StandardNormalPrior`), with
 
-Estimators of the ELBO (one reparameterised sample ``z = mu + sigma * eps``):
+    log p(x|z) = sum_i x_i l_i - softplus(l_i)        (l: the decoder's logits)
 
-- ``"analytic"`` (the course's): ``log p(x|z) - KL`` with the closed-form KL;
-- ``"mc"``: ``log p(x|z) + log p(z) - log q(z|x)`` (Monte-Carlo KL);
-- ``"stl"``, sticking the landing (Roeder, Wu, Duvenaud 2017): as ``"mc"`` but ``log q`` is
-  evaluated with ``stop_gradient`` on the encoder's mean and log-variance (never on ``z``),
-  which drops the zero-mean score term from the gradient; same value as ``"mc"``.
-
-``log p(x|z)`` comes from the decoder's logits ``l``: ``sum_i x_i l_i - softplus(l_i)``, which
-equals ``sum_i x_i log sigmoid(l_i) + (1 - x_i) log sigmoid(-l_i)`` and never takes the log
-of a rounded probability.
+which equals ``sum_i x_i log sigmoid(l_i) + (1 - x_i) log sigmoid(-l_i)`` and never takes the
+log of a rounded probability. Every objective (``ELBO(k, kl)``, ``IWAE(k)``) and estimator
+(total derivative, STL, DReG, score function, control variate) of the estimator layer then
+applies, through the one surrogate: :func:`loss` is minus its batch mean, differentiated
+with respect to encoder and decoder at once. The course's objective is
+``ELBO(kl="analytic")`` with the total derivative.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from vijax._checks import check_int, check_shape
+from vijax.estimators import (
+    ELBO,
+    Estimator,
+    Reparam,
+    StandardNormalPrior,
+    check_estimator,
+    over_draws,
+)
+from vijax.estimators.objectives import KL_CHOICES
+from vijax.families import GaussianParams, MeanFieldGaussian
 
-__all__ = ["ESTIMATORS", "bernoulli_log_likelihood", "gaussian_kl", "gaussian_log_density",
-           "standard_normal_log_density", "elbo", "negative_elbo", "iwae_bound", "log_weights"]
+__all__ = ["FAMILY", "bernoulli_log_likelihood", "variational_params", "log_joint", "elbo",
+           "loss", "bound_gradient", "check_training", "log_weights", "iwae_bound"]
 
-#: Accepted values of ``estimator``.
-ESTIMATORS = ("analytic", "mc", "stl")
-
-_LOG_2PI = math.log(2.0 * math.pi)
+#: The encoder's family: a mean-field Gaussian with one batch axis (one ``q`` per image).
+FAMILY = MeanFieldGaussian()
 
 
 def bernoulli_log_likelihood(logits: jax.Array, x: jax.Array) -> jax.Array:
@@ -49,27 +57,6 @@ def bernoulli_log_likelihood(logits: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
 
 
-def gaussian_kl(mean: jax.Array, log_var: jax.Array) -> jax.Array:
-    """``KL(N(mean, diag exp(log_var)) || N(0, I)) = 1/2 sum_d (sigma^2 + mu^2 - 1 - log sigma^2)``.
-
-    Args:
-        mean, log_var: ``(..., D)``.
-
-    Returns:
-        ``(...)`` KL divergences (nats).
-    """
-    return 0.5 * jnp.sum(jnp.exp(log_var) + jnp.square(mean) - 1.0 - log_var, axis=-1)
-
-
-def gaussian_log_density(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
-    """``log N(z; mean, diag exp(log_var))``, summed over the last axis."""
-    return -0.5 * jnp.sum(_LOG_2PI + log_var + jnp.square(z - mean) * jnp.exp(-log_var), axis=-1)
-
-
-def standard_normal_log_density(z: jax.Array) -> jax.Array:
-    return -0.5 * jnp.sum(_LOG_2PI + jnp.square(z), axis=-1)
-
-
 def check_batch(x: jax.Array, model: nn.Module) -> None:
     """``x`` is a floating ``(B, input_dim)`` batch (shape and dtype only: works under ``jit``)."""
     check_shape("x", x, (None, model.config.input_dim))
@@ -77,59 +64,78 @@ def check_batch(x: jax.Array, model: nn.Module) -> None:
         raise ValueError(f"x must hold floating-point pixels in [0, 1]; got dtype {x.dtype}")
 
 
-def elbo(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
-         estimator: str = "analytic") -> jax.Array:
-    """One-sample ELBO per image.
+def variational_params(model: nn.Module, params: dict, x: jax.Array) -> GaussianParams:
+    """The encoder's ``q(z|x_b)``: ``GaussianParams(mean, log_var / 2)``, each ``(B, D)``."""
+    mean, log_var = model.apply({"params": params}, x, method="encode")
+    return GaussianParams(mean, 0.5 * log_var)
 
-    Args:
-        key: PRNG key for ``eps ~ N(0, I)``.
-        model: a :class:`vijax.vae.models.VAE`.
-        params: its parameters.
-        x: ``(B, P)`` pixels in ``[0, 1]``.
-        estimator: ``"analytic"``, ``"mc"`` or ``"stl"`` (see the module docstring).
 
-    Returns:
-        ``(B,)`` ELBO estimates (nats; the negative is the loss).
+def log_joint(model: nn.Module, params: dict, x: jax.Array) -> StandardNormalPrior:
+    """``z (B, D) -> log p(x_b | z_b) + log N(z_b; 0, I)`` per image ``(B,)``."""
+
+    def log_likelihood(z):
+        return bernoulli_log_likelihood(model.apply({"params": params}, z, method="decode"), x)
+
+    return StandardNormalPrior(log_likelihood)
+
+
+def check_training(objective: Any, estimator: Any) -> None:
+    """``objective`` and ``estimator`` are estimator-layer objects that apply to the VAE."""
+    check_estimator(objective, estimator, FAMILY)
+
+
+def loss(key: jax.Array, model: nn.Module, params: dict, x: jax.Array, *,
+         objective: Any = ELBO(kl="analytic"), estimator: Estimator = Reparam(),
+         state: Any = ()) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+    """The training loss ``-mean_b surrogate_b`` and ``(mean_b objective_b, new state)``.
+
+    ``jax.grad`` of it (``has_aux=True``) is minus the estimator's gradient of the batch-mean
+    objective, with respect to encoder and decoder.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}; got {estimator!r}")
     check_batch(x, model)
-    variables = {"params": params}
-    mean, log_var = model.apply(variables, x, method="encode")
-    eps = jax.random.normal(key, mean.shape, mean.dtype)
-    z = mean + jnp.exp(0.5 * log_var) * eps
-    log_lik = bernoulli_log_likelihood(model.apply(variables, z, method="decode"), x)
-    if estimator == "analytic":
-        return log_lik - gaussian_kl(mean, log_var)
-    if estimator == "stl":
-        mean, log_var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(log_var)
-    return log_lik + standard_normal_log_density(z) - gaussian_log_density(z, mean, log_var)
+    q = variational_params(model, params, x)
+    out = estimator.surrogate(key, q, log_joint(model, params, x), FAMILY, objective, state)
+    return -jnp.mean(out.surrogate), (jnp.mean(out.value), out.state)
 
 
-def negative_elbo(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
-                  estimator: str = "analytic") -> jax.Array:
-    """The training loss: the mean over the batch of ``-ELBO(x)`` (a scalar, nats per image)."""
-    return -jnp.mean(elbo(key, model, params, x, estimator))
+def bound_gradient(key: jax.Array, model: nn.Module, params: dict, x: jax.Array, *,
+                   objective: Any = ELBO(kl="analytic"), estimator: Estimator = Reparam(),
+                   state: Any = ()) -> tuple[jax.Array, dict, Any]:
+    """The batch-mean objective, the estimator's gradient of it (ascent direction; a pytree
+    like ``params``: ``["encoder"]`` and ``["decoder"]``) and the estimator's new state.
+
+    Traceable: ``vijax.diagnostics.gradient_samples(key, lambda k, p: bound_gradient(k, model,
+    p, x, ...)[1]["encoder"], params, R)`` gives ``R`` replicate encoder gradients.
+    """
+    (_, (value, state)), grads = jax.value_and_grad(
+        lambda p: loss(key, model, p, x, objective=objective, estimator=estimator,
+                       state=state), has_aux=True)(params)
+    return value, jax.tree.map(jnp.negative, grads), state
+
+
+def elbo(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
+         kl: str = "analytic") -> jax.Array:
+    """One-sample ELBO per image ``(B,)`` (nats): ``kl`` in ``("analytic", "mc", "entropy")``.
+
+    ``"analytic"`` (the course's): ``log p(x|z) - KL(q || N(0, I))``; ``"mc"``:
+    ``log p(x|z) + log p(z) - log q(z|x)``; the same expectation.
+    """
+    if kl not in KL_CHOICES:
+        raise ValueError(f"kl must be one of {KL_CHOICES}; got {kl!r}")
+    check_batch(x, model)
+    q = variational_params(model, params, x)
+    return Reparam().surrogate(key, q, log_joint(model, params, x), FAMILY, ELBO(kl=kl),
+                               ()).value
 
 
 def log_weights(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
-                mean: jax.Array, log_var: jax.Array, num_samples: int) -> jax.Array:
-    """``log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)`` for ``num_samples`` draws.
+                q: GaussianParams, num_samples: int) -> jax.Array:
+    """``log w_i = log p(x, z_i) - log q(z_i|x)`` for ``num_samples`` draws, ``(S, B)``.
 
-    Args:
-        key: PRNG key.
-        model, params: the VAE.
-        x: ``(B, P)`` pixels; ``mean``, ``log_var``: ``(B, D)``, the encoder's output for ``x``.
-        num_samples: ``S``, draws per image.
-
-    Returns:
-        ``(S, B)`` log importance weights.
+    ``q`` is :func:`variational_params` of ``x`` (computed once per batch by the caller).
     """
-    eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
-    z = mean + jnp.exp(0.5 * log_var) * eps
-    logits = model.apply({"params": params}, z, method="decode")
-    return (bernoulli_log_likelihood(logits, x) + standard_normal_log_density(z)
-            + 0.5 * jnp.sum(_LOG_2PI + log_var + jnp.square(eps), axis=-1))
+    z, log_q = FAMILY.sample_and_log_prob(key, q, num_samples)
+    return over_draws(log_joint(model, params, x), z) - log_q
 
 
 def iwae_bound(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
@@ -140,6 +146,7 @@ def iwae_bound(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
     running log-sum-exp ``(m, s)`` with ``sum_i w_i = exp(m) s``, so memory is
     ``O(chunk_size * B * P)`` whatever ``k``. A last partial chunk is masked out. At
     ``k = 1`` its expectation is the ELBO; it increases with ``k`` towards ``log p(x)``.
+    (``IWAE(k)`` of :mod:`vijax.estimators` is the same bound, drawn in one piece.)
 
     Args:
         key: PRNG key.
@@ -156,22 +163,23 @@ def iwae_bound(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
     c = min(c, k)
     check_batch(x, model)
     n_chunks = -(-k // c)
-    mean, log_var = model.apply({"params": params}, x, method="encode")
+    q = variational_params(model, params, x)
     batch = x.shape[0]
 
     def body(carry, inputs):
         m, s = carry
         chunk_key, start = inputs
-        lw = log_weights(chunk_key, model, params, x, mean, log_var, c)
+        lw = log_weights(chunk_key, model, params, x, q, c)
         valid = (start + jnp.arange(c))[:, None] < k
         lw = jnp.where(valid, lw, -jnp.inf)
         new_m = jnp.maximum(m, jnp.max(lw, axis=0))
         s = s * jnp.exp(m - new_m) + jnp.sum(jnp.exp(lw - new_m), axis=0)
         return (new_m, s), None
 
-    dtype = jnp.result_type(mean.dtype, x.dtype)
+    dtype = jnp.result_type(q.loc.dtype, x.dtype)
     init = (jnp.full((batch,), -jnp.inf, dtype), jnp.zeros((batch,), dtype))
     keys = jax.random.split(key, n_chunks)
     starts = jnp.arange(n_chunks) * c
     (m, s), _ = jax.lax.scan(body, init, (keys, starts))
     return m + jnp.log(s) - math.log(k)
+

@@ -1,9 +1,10 @@
 """Training of the VAE with Optax: ``init``, ``train_step``, an epoch as one ``lax.scan``, ``fit``.
 
-The loss is the batch mean of the negative one-sample ELBO (``objectives.negative_elbo``),
-or of the negative importance-weighted bound with the total-derivative, STL or DReG
-gradient (``gradients.training_loss``, ``estimator=(name, k)``);
-the course's recipe is Adam with learning rate 1e-3, batch 100, 15 epochs, rounded pixels.
+The loss is minus the batch mean of an objective of :mod:`vijax.estimators` (``ELBO(k, kl)``
+or ``IWAE(k)``) under any of its estimators (``Reparam()``, ``STL()``, ``DReG()``,
+``Score(...)``, ``ScoreControlVariate()``): ``objectives.loss``. The optimizer is passed in;
+the course's recipe is ``ELBO(kl="analytic")``, ``Reparam()``, ``optax.adam(1e-3)``, batch 100,
+15 epochs, rounded pixels.
 (The course sums the loss over the batch; Adam is invariant to that scale up to its
 ``eps``.) An epoch shuffles the training images with the state's key, drops the last
 ``N mod batch_size`` of them, and runs every step inside one jitted ``lax.scan`` with the
@@ -15,7 +16,8 @@ and XLA inserts the all-reduce of the gradients.
 
 :func:`fit` adds a progress bar, a metrics history (``metrics.json``), an Orbax checkpoint
 per epoch and an exact ``resume``: the checkpoint holds the parameters, the optimiser state,
-the PRNG key and the epoch, so 2 + 2 resumed epochs give the parameters of 4.
+the estimator's state, the PRNG key and the epoch, so 2 + 2 resumed epochs give the
+parameters of 4.
 """
 
 from __future__ import annotations
@@ -34,15 +36,20 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vijax._checks import check_int, check_key, check_scalar, check_shape
+from vijax._checks import check_images, check_int, check_key
 from vijax.data.mnist import BINARIZATIONS
-from vijax.vae.gradients import check_training_estimator, training_loss
+from vijax.estimators import ELBO, Estimator, Reparam
+from vijax.vae.evaluate import negative_elbo_dataset
 from vijax.vae.models import VAE, VAEConfig
+from vijax.vae.objectives import check_training, loss
 
-__all__ = ["TrainState", "FitResult", "adam", "init", "train_step", "train_epoch", "make_mesh",
-           "fit", "check_images", "load_checkpoint"]
+__all__ = ["TrainState", "FitResult", "init", "train_step", "train_epoch", "make_mesh", "fit",
+           "load_checkpoint", "COURSE_OBJECTIVE"]
 
-_FORMAT = "vijax.vae/1"
+#: The course's objective: the one-sample ELBO with the closed-form KL.
+COURSE_OBJECTIVE = ELBO(kl="analytic")
+
+_FORMAT = "vijax.vae/2"
 _META = "vijax_vae.json"
 _METRICS = "metrics.json"
 
@@ -53,6 +60,7 @@ class TrainState(NamedTuple):
     Attributes:
         params: the VAE's parameters.
         opt_state: the optimiser's state.
+        estimator_state: the estimator's state (``()`` for most; a moving-average baseline's).
         key: raw ``uint32[2]`` PRNG key, split once per epoch or step.
         epoch: ``int32`` scalar, epochs done.
         step: ``int32`` scalar, optimiser steps done.
@@ -60,6 +68,7 @@ class TrainState(NamedTuple):
 
     params: Any
     opt_state: Any
+    estimator_state: Any
     key: jax.Array
     epoch: jax.Array
     step: jax.Array
@@ -73,12 +82,6 @@ class FitResult(NamedTuple):
     history: list[dict]
 
 
-@functools.lru_cache(maxsize=32)
-def adam(learning_rate: float = 1e-3) -> optax.GradientTransformation:
-    """``optax.adam(learning_rate)``, cached so that equal rates share compiled code."""
-    return optax.adam(learning_rate)
-
-
 def _raw_key(key: jax.Array) -> jax.Array:
     check_key("key", key)
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -86,36 +89,58 @@ def _raw_key(key: jax.Array) -> jax.Array:
     return jnp.asarray(key, jnp.uint32)
 
 
-def init(key: jax.Array, model: VAE, optimizer: optax.GradientTransformation) -> TrainState:
-    """Fresh parameters (from ``key``) and optimiser state; the rest of ``key`` drives training."""
+def _check_optimizer(optimizer: Any) -> None:
+    if not (callable(getattr(optimizer, "init", None))
+            and callable(getattr(optimizer, "update", None))):
+        raise ValueError("optimizer must be an optax.GradientTransformation (the course's: "
+                         f"optax.adam(1e-3)); got {type(optimizer).__name__}")
+
+
+def init(key: jax.Array, model: VAE, optimizer: optax.GradientTransformation,
+         estimator: Estimator = Reparam()) -> TrainState:
+    """Fresh parameters (from ``key``), optimiser and estimator states; the rest of ``key``
+    drives training."""
+    if not isinstance(model, VAE):
+        raise ValueError(f"model must be a vijax.vae.VAE (e.g. VAE(VAEConfig())); got "
+                         f"{model!r}")
+    _check_optimizer(optimizer)
+    if not isinstance(estimator, Estimator):
+        raise ValueError(f"estimator must be an estimator object (Reparam(), STL(), ...); got "
+                         f"{estimator!r}")
     key = _raw_key(key)
     init_key, train_key = jax.random.split(key)
     params = model.init_params(init_key)
-    return TrainState(params, optimizer.init(params), train_key, jnp.zeros((), jnp.int32),
-                      jnp.zeros((), jnp.int32))
+    return TrainState(params, optimizer.init(params), estimator.init_state(), train_key,
+                      jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
-def _update(params, opt_state, key, x, model, optimizer, estimator):
-    loss, grads = jax.value_and_grad(lambda p: training_loss(key, model, p, x, estimator))(params)
+def _update(params, opt_state, est_state, key, x, model, optimizer, objective, estimator):
+    (value, (_, est_state)), grads = jax.value_and_grad(
+        lambda p: loss(key, model, p, x, objective=objective, estimator=estimator,
+                       state=est_state), has_aux=True)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    return optax.apply_updates(params, updates), opt_state, est_state, value
 
 
-@functools.partial(jax.jit, static_argnames=("model", "optimizer", "estimator"),
+@functools.partial(jax.jit, static_argnames=("model", "optimizer", "objective", "estimator"),
                    donate_argnums=0)
-def train_step(state: TrainState, x: jax.Array, *, model: VAE,
-               optimizer: optax.GradientTransformation,
-               estimator: str = "analytic") -> tuple[TrainState, jax.Array]:
-    """One optimiser step on the batch ``x`` ``(B, P)``; returns the new state and the loss.
-
-    ``estimator``: ``"analytic"``, ``"mc"``, ``"stl"`` (``objectives``), ``"total"``,
-    ``"dreg"``, or a tuple ``(name, k)`` for the importance-weighted bound with ``k`` samples
-    and the estimator ``name`` in ``("total", "stl", "dreg")`` (``vijax.vae.gradients``).
-    """
+def _train_step(state, x, *, model, optimizer, objective, estimator):
     key, step_key = jax.random.split(state.key)
-    params, opt_state, loss = _update(state.params, state.opt_state, step_key, x, model,
-                                      optimizer, estimator)
-    return TrainState(params, opt_state, key, state.epoch, state.step + 1), loss
+    params, opt_state, est_state, value = _update(state.params, state.opt_state,
+                                                  state.estimator_state, step_key, x, model,
+                                                  optimizer, objective, estimator)
+    return TrainState(params, opt_state, est_state, key, state.epoch, state.step + 1), value
+
+
+def train_step(state: TrainState, x: jax.Array, *, model: VAE,
+               optimizer: optax.GradientTransformation, objective: Any = COURSE_OBJECTIVE,
+               estimator: Estimator = Reparam()) -> tuple[TrainState, jax.Array]:
+    """One optimiser step on the batch ``x`` ``(B, P)``; returns the new state and the loss
+    (minus the batch-mean objective). ``state``'s buffers are donated."""
+    _check_optimizer(optimizer)
+    check_training(objective, estimator)
+    return _train_step(state, x, model=model, optimizer=optimizer, objective=objective,
+                       estimator=estimator)
 
 
 def make_mesh(devices: list | None = None) -> Mesh:
@@ -126,7 +151,7 @@ def make_mesh(devices: list | None = None) -> Mesh:
 
 @functools.lru_cache(maxsize=32)
 def _epoch_fn(model: VAE, optimizer: optax.GradientTransformation, batch_size: int,
-              estimator: str, dynamic: bool, mesh: Mesh):
+              objective: Any, estimator: Estimator, dynamic: bool, mesh: Mesh):
     replicated = NamedSharding(mesh, P())
     batched = NamedSharding(mesh, P("data"))
 
@@ -137,20 +162,22 @@ def _epoch_fn(model: VAE, optimizer: optax.GradientTransformation, batch_size: i
         order = order[: n_batches * batch_size].reshape(n_batches, batch_size)
 
         def body(carry, inputs):
-            params, opt_state = carry
+            params, opt_state, est_state = carry
             idx, step_key = inputs
             x = jax.lax.with_sharding_constraint(jnp.take(images, idx, axis=0), batched)
             if dynamic:
                 bin_key, step_key = jax.random.split(step_key)
                 x = jax.random.bernoulli(bin_key, x).astype(x.dtype)
-            params, opt_state, loss = _update(params, opt_state, step_key, x, model,
-                                              optimizer, estimator)
-            return (params, opt_state), loss
+            params, opt_state, est_state, value = _update(params, opt_state, est_state,
+                                                          step_key, x, model, optimizer,
+                                                          objective, estimator)
+            return (params, opt_state, est_state), value
 
-        (params, opt_state), losses = jax.lax.scan(
-            body, (state.params, state.opt_state),
+        (params, opt_state, est_state), losses = jax.lax.scan(
+            body, (state.params, state.opt_state, state.estimator_state),
             (order, jax.random.split(steps_key, n_batches)))
-        new = TrainState(params, opt_state, key, state.epoch + 1, state.step + n_batches)
+        new = TrainState(params, opt_state, est_state, key, state.epoch + 1,
+                         state.step + n_batches)
         return new, losses
 
     return jax.jit(epoch, donate_argnums=0, out_shardings=(replicated, replicated))
@@ -158,14 +185,15 @@ def _epoch_fn(model: VAE, optimizer: optax.GradientTransformation, batch_size: i
 
 def train_epoch(state: TrainState, images: jax.Array, *, model: VAE,
                 optimizer: optax.GradientTransformation, batch_size: int = 100,
-                estimator: str = "analytic", dynamic_binarization: bool = False,
+                objective: Any = COURSE_OBJECTIVE, estimator: Estimator = Reparam(),
+                dynamic_binarization: bool = False,
                 mesh: Mesh | None = None) -> tuple[TrainState, jax.Array]:
     """One epoch: shuffle with ``state.key``, then ``N // batch_size`` steps in one ``lax.scan``.
 
     Args:
         state: the training state (its buffers are donated: do not reuse it).
         images: ``(N, P)`` float32 pixels, ideally already on the devices (replicated).
-        model, optimizer, estimator: as in :func:`train_step`.
+        model, optimizer, objective, estimator: as in :func:`train_step`.
         batch_size: images per step (a multiple of the mesh size).
         dynamic_binarization: draw ``x ~ Bernoulli(images)`` afresh at every step.
         mesh: from :func:`make_mesh`; default all local devices.
@@ -174,30 +202,14 @@ def train_epoch(state: TrainState, images: jax.Array, *, model: VAE,
         The new state and the ``(N // batch_size,)`` per-step losses.
     """
     mesh = make_mesh() if mesh is None else mesh
-    estimator = check_training_estimator(estimator)
-    fn = _epoch_fn(model, optimizer, int(batch_size), estimator, bool(dynamic_binarization),
-                   mesh)
+    _check_optimizer(optimizer)
+    check_training(objective, estimator)
+    fn = _epoch_fn(model, optimizer, int(batch_size), objective, estimator,
+                   bool(dynamic_binarization), mesh)
     return fn(state, images)
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def check_images(name: str, images: Any, input_dim: int = 784) -> np.ndarray:
-    """``images`` is a floating ``(N, input_dim)`` array with values in ``[0, 1]``."""
-    check_shape(name, images, (None, input_dim))
-    dtype = np.dtype(getattr(images, "dtype", np.asarray(images).dtype))
-    if not np.issubdtype(dtype, np.floating):
-        raise ValueError(f"{name} must hold floating-point pixels in [0, 1] (divide uint8 "
-                         f"images by 255); got dtype {dtype}")
-    values = np.asarray(images)
-    if values.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one image; got shape {values.shape}")
-    lo, hi = float(np.min(values)), float(np.max(values))
-    if not (0.0 <= lo and hi <= 1.0):  # also catches NaN
-        raise ValueError(f"{name} must have pixel values in [0, 1]; got values in "
-                         f"[{lo}, {hi}]")
-    return values
 
 
 def _devices_for(batch_size: int, devices: list | None) -> list:
@@ -238,7 +250,8 @@ def _read_meta(workdir: Path) -> dict | None:
     return meta
 
 
-def _check_workdir(workdir: Path, config: VAEConfig, resume: bool) -> dict | None:
+def _check_workdir(workdir: Path, config: VAEConfig, resume: bool,
+                   settings: dict) -> dict | None:
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"workdir {workdir} is a file; expected a folder")
     meta = _read_meta(workdir) if workdir.exists() else None
@@ -254,21 +267,40 @@ def _check_workdir(workdir: Path, config: VAEConfig, resume: bool) -> dict | Non
         raise ValueError(f"workdir {workdir} already holds a training run (epoch "
                          f"{meta.get('epoch')}); pass resume=True to continue it, or a new "
                          "folder")
-    saved = VAEConfig.from_dict(meta["config"])
+    if "config" not in meta:
+        raise ValueError(f"workdir {workdir}: {_META} has no 'config' entry; the file is "
+                         "damaged or not vijax's: pass another workdir")
+    try:
+        saved = VAEConfig.from_dict(meta["config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"workdir {workdir}: {_META} has an unreadable 'config' ({e}); pass "
+                         "another workdir") from e
     if saved != config:
         raise ValueError(f"workdir {workdir} holds a checkpoint of an incompatible model: "
                          f"saved config {saved} differs from the requested {config}")
+    for name, value in settings.items():
+        if meta.get(name) != value:
+            raise ValueError(f"workdir {workdir} was trained with {name}={meta.get(name)!r}; "
+                             f"resuming with {name}={value!r} would change the run: pass the "
+                             "same setting, or start a new workdir")
     return meta
 
 
-def load_checkpoint(workdir: str | Path, epoch: int | None = None) -> tuple[TrainState, VAE]:
-    """Restore a :class:`TrainState` (latest epoch by default) and its model from ``workdir``."""
+def load_checkpoint(workdir: str | Path, optimizer: optax.GradientTransformation, *,
+                    estimator: Estimator = Reparam(),
+                    epoch: int | None = None) -> tuple[TrainState, VAE]:
+    """Restore a :class:`TrainState` (latest epoch by default) and its model from ``workdir``.
+
+    ``optimizer`` and ``estimator`` give the structure of the saved optimiser and estimator
+    states (the run's own: a stateless estimator other than ``Reparam()`` restores the same).
+    """
     workdir = Path(workdir)
+    _check_optimizer(optimizer)
     meta = _read_meta(workdir)
     if meta is None:
         raise ValueError(f"workdir {workdir} holds no {_META}; not a vijax VAE checkpoint")
     model = VAE(VAEConfig.from_dict(meta["config"]))
-    template = init(jax.random.PRNGKey(0), model, adam(meta["learning_rate"]))
+    template = init(jax.random.PRNGKey(0), model, optimizer, estimator)
     mesh = make_mesh(jax.local_devices()[:1])
     return _restore(_manager(workdir), template, epoch, mesh), model
 
@@ -293,24 +325,28 @@ def _restore(manager, template: TrainState, epoch: int | None, mesh: Mesh) -> Tr
 # --------------------------------------------------------------------------- fit
 
 
-def fit(key: jax.Array, train_images: Any, *, config: VAEConfig | None = None,
-        epochs: int = 15, batch_size: int = 100, learning_rate: float = 1e-3,
-        estimator: str = "analytic", binarization: str = "round",
+def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransformation,
+        config: VAEConfig | None = None, epochs: int = 15, batch_size: int = 100,
+        objective: Any = COURSE_OBJECTIVE, estimator: Estimator = Reparam(),
+        binarization: str = "round",
         workdir: str | Path | None = None, resume: bool = False,
         test_images: Any = None, progress: bool = True,
         devices: list | None = None) -> FitResult:
-    """Train a VAE with Adam; checkpoint, log and resume.
+    """Train a VAE with an Optax optimizer; checkpoint, log and resume.
 
     Args:
         key: PRNG key (initial parameters, shuffling, ``eps``, dynamic binarisation).
         train_images: ``(N, P)`` floating pixels in ``[0, 1]``, ``P = config.input_dim``.
+        optimizer: an Optax optimizer (the course's: ``optax.adam(1e-3)``); when resuming,
+            the same as the run's (its state is restored; a different learning rate cannot
+            be detected).
         config: the network (default ``VAEConfig()``: the course's).
         epochs: total number of epochs (when resuming, including those already done).
         batch_size: images per step, ``<= N``.
-        learning_rate: Adam's step size, ``> 0``.
-        estimator: ``"analytic"``, ``"mc"`` or ``"stl"`` (see ``objectives``), ``"total"`` or
-            ``"dreg"``, or ``(name, k)`` for the importance-weighted bound with ``k`` samples
-            (see ``gradients``; the logged training loss is then ``-IWAE_k``).
+        objective: ``ELBO(k, kl)`` or ``IWAE(k)`` (default the course's
+            ``ELBO(kl="analytic")``); the logged training loss is minus it.
+        estimator: ``Reparam()`` (total derivative), ``STL()``, ``DReG()`` (with ``IWAE``),
+            ``Score(baseline=...)``, ``ScoreControlVariate()``.
         binarization: ``"round"``, ``"dynamic"`` or ``"none"`` (see ``vijax.data.binarize``).
         workdir: folder for ``checkpoints/`` (Orbax, one per epoch, last two kept),
             ``metrics.json`` and ``vijax_vae.json``; None: nothing written.
@@ -322,7 +358,8 @@ def fit(key: jax.Array, train_images: Any, *, config: VAEConfig | None = None,
 
     Returns:
         :class:`FitResult` ``(state, model, history)``; ``history[e]`` has ``epoch``,
-        ``train_loss`` (mean negative ELBO per training image of that epoch), ``seconds`` and
+        ``train_loss`` (minus the objective per training image, mean over the epoch),
+        ``seconds`` and
         ``test_loss`` when ``test_images`` is given.
 
     Raises:
@@ -340,22 +377,23 @@ def fit(key: jax.Array, train_images: Any, *, config: VAEConfig | None = None,
     if batch_size > images.shape[0]:
         raise ValueError(f"batch_size must be <= the number of training images "
                          f"({images.shape[0]}); got {batch_size}")
-    learning_rate = check_scalar("learning_rate", learning_rate, 0.0, strict=True)
-    estimator = check_training_estimator(estimator)
+    _check_optimizer(optimizer)
+    check_training(objective, estimator)
     if binarization not in BINARIZATIONS:
         raise ValueError(f"binarization must be one of {BINARIZATIONS}; got {binarization!r}")
     test = None if test_images is None else check_images("test_images", test_images,
                                                           config.input_dim)
+    settings = {"batch_size": batch_size, "objective": repr(objective),
+                "estimator": repr(estimator), "binarization": binarization}
     workdir = None if workdir is None else Path(workdir)
-    meta = None if workdir is None else _check_workdir(workdir, config, resume)
+    meta = None if workdir is None else _check_workdir(workdir, config, resume, settings)
     if resume and workdir is None:
         raise ValueError("resume=True needs a workdir holding a checkpoint; got workdir=None")
 
     model = VAE(config)
-    optimizer = adam(learning_rate)
     mesh = make_mesh(_devices_for(batch_size, devices))
     replicated = NamedSharding(mesh, P())
-    state = jax.device_put(init(key, model, optimizer), replicated)
+    state = jax.device_put(init(key, model, optimizer, estimator), replicated)
     history: list[dict] = []
     manager = None
     if workdir is not None:
@@ -375,8 +413,6 @@ def fit(key: jax.Array, train_images: Any, *, config: VAEConfig | None = None,
     data = jax.device_put(jnp.asarray(images, jnp.float32), replicated)
     test_loss = None
     if test is not None:
-        from vijax.vae.evaluate import negative_elbo_dataset
-
         test_x = np.asarray(test, np.float32)
         if binarization == "round":
             test_x = np.round(test_x)
@@ -384,8 +420,8 @@ def fit(key: jax.Array, train_images: Any, *, config: VAEConfig | None = None,
             test_x = np.asarray(jax.random.bernoulli(jax.random.PRNGKey(0), test_x), np.float32)
         test_loss = functools.partial(negative_elbo_dataset, jax.random.PRNGKey(1), model,
                                       images=test_x)
-    epoch_fn = _epoch_fn(model, optimizer, batch_size, estimator, binarization == "dynamic",
-                         mesh)
+    epoch_fn = _epoch_fn(model, optimizer, batch_size, objective, estimator,
+                         binarization == "dynamic", mesh)
     n_batches = images.shape[0] // batch_size
 
     if workdir is not None:
@@ -408,16 +444,15 @@ def fit(key: jax.Array, train_images: Any, *, config: VAEConfig | None = None,
             bar.close()
             raise FloatingPointError(
                 f"non-finite loss {losses[step]} at epoch {e + 1}, step {step + 1} of "
-                f"{n_batches}; training stopped{where}. Lower the learning rate "
-                f"({learning_rate}) or check the data")
+                f"{n_batches}; training stopped{where}. Lower the optimizer's learning "
+                "rate or check the data")
         record = {"epoch": e + 1, "train_loss": float(np.mean(losses)), "seconds": seconds}
         if test_loss is not None:
             record["test_loss"] = float(test_loss(state.params))
         history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}")
         if workdir is not None:
-            _save(manager, workdir, state, history, config, learning_rate, batch_size,
-                  estimator, binarization)
+            _save(manager, workdir, state, history, config, settings)
     bar.close()
     if manager is not None:
         manager.close()
@@ -425,15 +460,13 @@ def fit(key: jax.Array, train_images: Any, *, config: VAEConfig | None = None,
 
 
 def _save(manager, workdir: Path, state: TrainState, history: list[dict], config: VAEConfig,
-          learning_rate: float, batch_size: int, estimator: str, binarization: str) -> None:
+          settings: dict) -> None:
     import orbax.checkpoint as ocp
 
     epoch = int(state.epoch)
     manager.save(epoch, args=ocp.args.StandardSave(state._asdict()))
     manager.wait_until_finished()
-    meta = {"format": _FORMAT, "config": config.to_dict(), "epoch": epoch,
-            "learning_rate": learning_rate, "batch_size": batch_size, "estimator": estimator,
-            "binarization": binarization}
+    meta = {"format": _FORMAT, "config": config.to_dict(), "epoch": epoch, **settings}
     _atomic_write(workdir / _METRICS, json.dumps(history, indent=1))
     _atomic_write(workdir / _META, json.dumps(meta, indent=1))
 

@@ -1,0 +1,157 @@
+"""Objectives: the ELBO and the importance-weighted bound, as functions of ``k`` log weights.
+
+Draw ``z_1..z_k ~ q`` (one draw is a whole batch when the family is batched) and let
+``log p_i = log p(x, z_i)`` and ``log q_i = log q(z_i)``, each of shape ``batch_shape``.
+
+- :class:`ELBO` ``(num_samples=k, kl=...)``, the Monte-Carlo evidence lower bound averaged over
+  the ``k`` draws (MODEL.md §3):
+
+  - ``kl="mc"``: ``(1/k) sum_i [log p_i - log q_i]`` (``log q`` at the samples; what STL needs);
+  - ``kl="entropy"``: ``(1/k) sum_i log p_i + H(q)`` (closed-form entropy);
+  - ``kl="analytic"``: ``(1/k) sum_i log p(x | z_i) - KL(q || N(0, I))``, for a model whose
+    prior is a standard normal: ``log_joint`` must then be a :class:`StandardNormalPrior`
+    (the course's VAE objective, MODEL.md §2).
+
+- :class:`IWAE` ``(num_samples=k)``: ``log (1/k) sum_i exp(log p_i - log q_i)`` (Burda, Grosse,
+  Salakhutdinov 2016); its expectation is the ELBO at ``k = 1`` and rises to ``log p(x)``.
+
+Each objective also gives what the score-function estimator needs: the learning signal of
+each draw and its leave-one-out baseline (RLOO for the ELBO, VIMCO for IWAE).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from vijax._checks import check_int
+
+Array = jax.Array
+
+__all__ = ["ELBO", "IWAE", "StandardNormalPrior", "KL_CHOICES"]
+
+#: Values of ``ELBO(kl=...)``.
+KL_CHOICES = ("mc", "entropy", "analytic")
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclasses.dataclass(frozen=True)
+class StandardNormalPrior:
+    """A log joint ``log p(x|z) + log N(z; 0, I)`` from a log-likelihood ``z -> log p(x|z)``.
+
+    Called on ``z`` (``batch_shape + (D,)``) it returns the log joint, so it serves every
+    objective; :class:`ELBO` ``(kl="analytic")`` uses its ``log_likelihood`` with the closed-form
+    KL instead.
+    """
+
+    log_likelihood: Callable[[Array], Array]
+
+    def __post_init__(self) -> None:
+        if not callable(self.log_likelihood):
+            raise ValueError("log_likelihood must be a callable z -> log p(x|z); got "
+                             f"{type(self.log_likelihood).__name__}")
+
+    def __call__(self, z: Array) -> Array:
+        return self.log_likelihood(z) - 0.5 * jnp.sum(_LOG_2PI + jnp.square(z), axis=-1)
+
+
+def _leave_one_out_mean(x: Array) -> Array:
+    """``mean_{j != i} x_j`` along axis 0 (``k >= 2``)."""
+    k = x.shape[0]
+    return (jnp.sum(x, axis=0) - x) / (k - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ELBO:
+    """Monte-Carlo ELBO over ``num_samples`` draws; ``kl`` in :data:`KL_CHOICES`."""
+
+    num_samples: int = 1
+    kl: str = "mc"
+
+    def __post_init__(self) -> None:
+        check_int("num_samples", self.num_samples, minimum=1)
+        if self.kl not in KL_CHOICES:
+            raise ValueError(f"kl must be one of {KL_CHOICES}; got {self.kl!r}")
+
+    @property
+    def uses_log_q(self) -> bool:
+        """Whether the value needs ``log q`` at the samples (the Monte-Carlo KL)."""
+        return self.kl == "mc"
+
+    def check_log_joint(self, log_joint: Any) -> None:
+        if self.kl == "analytic" and not isinstance(log_joint, StandardNormalPrior):
+            raise ValueError("ELBO(kl='analytic') needs log_joint = StandardNormalPrior("
+                             "log_likelihood) (the KL is to N(0, I)); got "
+                             f"{type(log_joint).__name__}: use kl='mc' or kl='entropy'")
+
+    def log_density(self, log_joint: Callable) -> Callable:
+        """The function of ``z`` the Monte-Carlo part averages."""
+        return log_joint.log_likelihood if self.kl == "analytic" else log_joint
+
+    def value(self, log_p: Array, log_q: Array, params: Any, family: Any) -> Array:
+        """``batch_shape`` ELBO estimates from ``(k,) + batch_shape`` log densities."""
+        if self.kl == "mc":
+            return jnp.mean(log_p - log_q, axis=0)
+        if self.kl == "entropy":
+            return jnp.mean(log_p, axis=0) + family.entropy(params)
+        return jnp.mean(log_p, axis=0) - family.kl_to_standard_normal(params)
+
+    def signals(self, log_p: Array, log_q: Array) -> tuple[Array, float]:
+        """Score-function learning signal ``f_i`` of each draw, and its weight ``1/k``:
+        the score part of the gradient is ``(1/k) sum_i (f_i - b_i) grad log q(z_i)``."""
+        f = log_p - log_q if self.kl == "mc" else log_p
+        return f, 1.0 / log_p.shape[0]
+
+    def leave_one_out(self, log_p: Array, log_q: Array) -> Array:
+        """RLOO baseline ``b_i = mean_{j != i} f_j`` (independent of ``z_i``)."""
+        return _leave_one_out_mean(self.signals(log_p, log_q)[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class IWAE:
+    """Importance-weighted bound ``IWAE_k``, ``k = num_samples``."""
+
+    num_samples: int = 1
+
+    #: The value needs ``log q`` at the samples.
+    uses_log_q: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        check_int("num_samples", self.num_samples, minimum=1)
+
+    def check_log_joint(self, log_joint: Any) -> None:
+        pass
+
+    def log_density(self, log_joint: Callable) -> Callable:
+        return log_joint
+
+    def value(self, log_p: Array, log_q: Array, params: Any = None, family: Any = None) -> Array:
+        """``logsumexp_i (log p_i - log q_i) - log k``, shape ``batch_shape``."""
+        return bound_from_log_weights(log_p - log_q)
+
+    def signals(self, log_p: Array, log_q: Array) -> tuple[Array, float]:
+        """Every draw's learning signal is the bound itself (weight 1)."""
+        bound = self.value(log_p, log_q)
+        return jnp.broadcast_to(bound, log_p.shape), 1.0
+
+    def leave_one_out(self, log_p: Array, log_q: Array) -> Array:
+        """VIMCO baseline (Mnih and Rezende 2016): the bound with ``log w_i`` replaced by the
+        mean of the other log weights, ``b_i = log (1/k) [sum_{j != i} w_j + exp(mean_{j != i}
+        log w_j)]``."""
+        lw = log_p - log_q
+        k = lw.shape[0]
+        others = _leave_one_out_mean(lw)
+        eye = jnp.eye(k, dtype=bool).reshape((k, k) + (1,) * (lw.ndim - 1))
+        replaced = jnp.where(eye, others[:, None], lw[None])  # row i: lw with lw_i replaced
+        return jax.nn.logsumexp(replaced, axis=1) - math.log(k)
+
+
+def bound_from_log_weights(log_weights: Array) -> Array:
+    """``log (1/k) sum_i exp(log_weights_i)`` along axis 0 (the IWAE bound's one formula)."""
+    return jax.nn.logsumexp(log_weights, axis=0) - math.log(log_weights.shape[0])
