@@ -39,6 +39,7 @@ from jax.sharding import PartitionSpec as P
 from vijax._checks import check_images, check_int, check_key
 from vijax.data.mnist import BINARIZATIONS
 from vijax.estimators import ELBO, Estimator, Reparam
+from vijax.vae import checkpoints
 from vijax.vae.evaluate import negative_elbo_dataset
 from vijax.vae.models import VAE, VAEConfig
 from vijax.vae.objectives import check_training, loss
@@ -49,9 +50,6 @@ __all__ = ["TrainState", "FitResult", "init", "train_step", "train_epoch", "make
 #: The course's objective: the one-sample ELBO with the closed-form KL.
 COURSE_OBJECTIVE = ELBO(kl="analytic")
 
-_FORMAT = "vijax.vae/2"
-_META = "vijax_vae.json"
-_METRICS = "metrics.json"
 
 
 class TrainState(NamedTuple):
@@ -226,39 +224,25 @@ def _devices_for(batch_size: int, devices: list | None) -> list:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _manager(workdir: Path):
-    import orbax.checkpoint as ocp
-
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
-                                           enable_async_checkpointing=False)
-    return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
-
-
-def _read_meta(workdir: Path) -> dict | None:
-    path = workdir / _META
-    if not path.exists():
-        return None
+def _config_from(workdir: Path, meta: dict) -> VAEConfig:
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"workdir {workdir} has an unreadable {_META} ({e}); it is not a "
-                         "vijax VAE checkpoint folder: pass another workdir") from e
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise ValueError(f"workdir {workdir} holds {_META} of another format "
-                         f"({meta.get('format') if isinstance(meta, dict) else meta!r}); "
-                         f"expected {_FORMAT!r}: pass another workdir")
-    return meta
+        return VAEConfig.from_dict(meta["config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"workdir {workdir}: {checkpoints.META} has an unreadable 'config' "
+                         f"({type(e).__name__}: {e}); the file is damaged: pass another "
+                         "workdir") from e
 
 
 def _check_workdir(workdir: Path, config: VAEConfig, resume: bool,
                    settings: dict) -> dict | None:
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"workdir {workdir} is a file; expected a folder")
-    meta = _read_meta(workdir) if workdir.exists() else None
+    meta = checkpoints.read_meta(workdir) if workdir.exists() else None
     if meta is None:
         if workdir.exists() and any(workdir.iterdir()):
-            raise ValueError(f"workdir {workdir} is not empty and holds no {_META}; it is not "
-                             "a vijax VAE checkpoint folder: pass an empty or new folder")
+            raise ValueError(f"workdir {workdir} is not empty and holds no "
+                             f"{checkpoints.META}; it is not a vijax VAE checkpoint folder: "
+                             "pass an empty or new folder")
         if resume:
             raise ValueError(f"resume=True but workdir {workdir} holds no checkpoint; pass "
                              "resume=False to start training there")
@@ -267,14 +251,7 @@ def _check_workdir(workdir: Path, config: VAEConfig, resume: bool,
         raise ValueError(f"workdir {workdir} already holds a training run (epoch "
                          f"{meta.get('epoch')}); pass resume=True to continue it, or a new "
                          "folder")
-    if "config" not in meta:
-        raise ValueError(f"workdir {workdir}: {_META} has no 'config' entry; the file is "
-                         "damaged or not vijax's: pass another workdir")
-    try:
-        saved = VAEConfig.from_dict(meta["config"])
-    except (TypeError, ValueError, KeyError) as e:
-        raise ValueError(f"workdir {workdir}: {_META} has an unreadable 'config' ({e}); pass "
-                         "another workdir") from e
+    saved = _config_from(workdir, meta)
     if saved != config:
         raise ValueError(f"workdir {workdir} holds a checkpoint of an incompatible model: "
                          f"saved config {saved} differs from the requested {config}")
@@ -296,30 +273,16 @@ def load_checkpoint(workdir: str | Path, optimizer: optax.GradientTransformation
     """
     workdir = Path(workdir)
     _check_optimizer(optimizer)
-    meta = _read_meta(workdir)
+    if epoch is not None:
+        check_int("epoch", epoch, minimum=0)
+    meta = checkpoints.read_meta(workdir) if workdir.is_dir() else None
     if meta is None:
-        raise ValueError(f"workdir {workdir} holds no {_META}; not a vijax VAE checkpoint")
-    model = VAE(VAEConfig.from_dict(meta["config"]))
+        raise ValueError(f"workdir {workdir} holds no {checkpoints.META}; not a vijax VAE "
+                         "checkpoint folder")
+    model = VAE(_config_from(workdir, meta))
     template = init(jax.random.PRNGKey(0), model, optimizer, estimator)
     mesh = make_mesh(jax.local_devices()[:1])
-    return _restore(_manager(workdir), template, epoch, mesh), model
-
-
-def _restore(manager, template: TrainState, epoch: int | None, mesh: Mesh) -> TrainState:
-    import orbax.checkpoint as ocp
-
-    epoch = manager.latest_step() if epoch is None else epoch
-    if epoch is None:
-        raise ValueError(f"no checkpoint under {manager.directory}")
-    replicated = NamedSharding(mesh, P())
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), template)
-    try:
-        restored = manager.restore(epoch, args=ocp.args.StandardRestore(abstract._asdict()))
-    except Exception as e:  # orbax raises several kinds on mismatched trees
-        raise ValueError(f"checkpoint {manager.directory}/{epoch} does not match the model "
-                         f"and optimiser: {type(e).__name__}: {e}") from e
-    return TrainState(**restored)
+    return checkpoints.restore(checkpoints.manager(workdir), meta, template, mesh, epoch), model
 
 
 # --------------------------------------------------------------------------- fit
@@ -397,12 +360,12 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
     history: list[dict] = []
     manager = None
     if workdir is not None:
-        manager = _manager(workdir)
+        manager = checkpoints.manager(workdir)
         if meta is not None:
-            state = _restore(manager, state, None, mesh)
-            if (workdir / _METRICS).exists():
-                history = json.loads((workdir / _METRICS).read_text())
-            history = [h for h in history if h["epoch"] <= int(state.epoch)]
+            state = checkpoints.restore(manager, meta, state, mesh)
+            history = _read_history(workdir, int(state.epoch))
+        else:
+            meta = {"config": config.to_dict(), **settings, "checkpoints": {}}
     start = int(state.epoch)
     if start > epochs:
         raise ValueError(f"epochs must be >= the {start} epochs already in {workdir}; "
@@ -431,47 +394,52 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
 
     bar = tqdm(range(start, epochs), desc="VAE", unit="epoch", disable=not progress,
                initial=start, total=epochs)
-    for e in bar:
-        t0 = time.perf_counter()
-        state, losses = epoch_fn(state, data)
-        losses = np.asarray(losses)
-        seconds = time.perf_counter() - t0
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size:
-            step = int(bad[0])
-            where = (f"; the last good checkpoint (epoch {e}) is in {workdir / 'checkpoints'}"
-                     if workdir is not None and e > 0 else "")
-            bar.close()
-            raise FloatingPointError(
-                f"non-finite loss {losses[step]} at epoch {e + 1}, step {step + 1} of "
-                f"{n_batches}; training stopped{where}. Lower the optimizer's learning "
-                "rate or check the data")
-        record = {"epoch": e + 1, "train_loss": float(np.mean(losses)), "seconds": seconds}
-        if test_loss is not None:
-            record["test_loss"] = float(test_loss(state.params))
-        history.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}")
-        if workdir is not None:
-            _save(manager, workdir, state, history, config, settings)
-    bar.close()
-    if manager is not None:
-        manager.close()
+    try:
+        for e in bar:
+            state, timing = _epoch(epoch_fn, state, data, e, n_batches, workdir)
+            record = {"epoch": e + 1, **timing}
+            if test_loss is not None:
+                record["test_loss"] = float(test_loss(state.params))
+            history.append(record)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+            if workdir is not None:
+                meta = checkpoints.save(manager, workdir, state, history, meta)
+    finally:  # also when interrupted: the files stay consistent, the threads stop
+        bar.close()
+        if manager is not None:
+            manager.close()
     return FitResult(state, model, history)
 
 
-def _save(manager, workdir: Path, state: TrainState, history: list[dict], config: VAEConfig,
-          settings: dict) -> None:
-    import orbax.checkpoint as ocp
+def _epoch(epoch_fn, state: TrainState, data, e: int, n_batches: int,
+           workdir: Path | None) -> tuple[TrainState, dict]:
+    """One epoch, timed, with the non-finite-loss check."""
+    t0 = time.perf_counter()
+    state, losses = epoch_fn(state, data)
+    losses = np.asarray(losses)
+    seconds = time.perf_counter() - t0
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        step = int(bad[0])
+        where = (f"; the last good checkpoint (epoch {e}) is in {workdir / 'checkpoints'}"
+                 if workdir is not None and e > 0 else "")
+        raise FloatingPointError(
+            f"non-finite loss {losses[step]} at epoch {e + 1}, step {step + 1} of "
+            f"{n_batches}; training stopped{where}. Lower the optimizer's learning "
+            "rate or check the data")
+    return state, {"train_loss": float(np.mean(losses)), "seconds": seconds}
 
-    epoch = int(state.epoch)
-    manager.save(epoch, args=ocp.args.StandardSave(state._asdict()))
-    manager.wait_until_finished()
-    meta = {"format": _FORMAT, "config": config.to_dict(), "epoch": epoch, **settings}
-    _atomic_write(workdir / _METRICS, json.dumps(history, indent=1))
-    _atomic_write(workdir / _META, json.dumps(meta, indent=1))
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(path)
+def _read_history(workdir: Path, epoch: int) -> list[dict]:
+    """The per-epoch records of ``metrics.json`` up to ``epoch`` (they must all be there)."""
+    path = workdir / checkpoints.METRICS
+    try:
+        history = json.loads(path.read_text()) if path.exists() else []
+        history = [h for h in history if int(h["epoch"]) <= epoch]
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"workdir {workdir}: {path.name} is unreadable ({e}); the file is "
+                         "damaged") from e
+    if [h["epoch"] for h in history] != list(range(1, epoch + 1)):
+        warnings.warn(f"{path} lacks records of some of the {epoch} epochs restored; the "
+                      "history returned has gaps", stacklevel=3)
+    return history
