@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import no_compilation
 from scipy import stats
 
 from vijax import estimators as E
@@ -34,6 +35,7 @@ from vijax.vae import (
     reconstruction_grid,
     sample_grid,
     save_grid,
+    train_epoch,
     train_step,
 )
 from vijax.vae.objectives import log_weights, variational_params
@@ -337,22 +339,89 @@ def test_sharded_training_equals_unsharded():
 # ------------------------------------------------------ checks at the other public entries
 
 
-@pytest.mark.parametrize(("call", "match"), [
-    (lambda p: elbo(jax.random.PRNGKey(0), MODEL, p, jnp.ones((2, 5))), r"x must have shape"),
-    (lambda p: elbo(jax.random.PRNGKey(0), MODEL, p, jnp.ones((2, 784), jnp.uint8)),
-     "x must hold floating-point pixels"),
-    (lambda p: iwae_bound(jax.random.PRNGKey(0), MODEL, p, jnp.ones(4), 3), "x must have shape"),
-    (lambda p: iwae_bound(jax.random.PRNGKey(0), MODEL, p, jnp.ones((2, 784)), 2.5),
-     "num_samples must be an integer"),
-    (lambda p: iwae_bound(jax.random.PRNGKey(0), MODEL, p, jnp.ones((2, 784)), 4, 0),
-     "chunk_size must be >= 1"),
-    (lambda p: reconstruction_grid(MODEL, p, np.ones((2, 5), np.float32)), "images must have"),
-    (lambda p: sample_grid(jax.random.PRNGKey(0), MODEL, p, rows=0), "rows must be >= 1"),
-    (lambda p: binarize(np.full((2, 784), 255.0)), r"grey levels in \[0, 1\]"),
-])
-def test_public_vae_functions_reject_bad_input_clearly(params, call, match):
-    with pytest.raises(ValueError, match=match):
-        call(params)
+K0 = jax.random.PRNGKey(0)
+KEYS = jax.random.split(K0, 3)
+GOOD = np.full((4, 784), 0.5, np.float32)
+WIDE = np.full((4, 785), 0.5, np.float32)
+GREY = np.full((4, 784), 255.0, np.float32)
+
+#: (public function, call with one bad argument, the argument the message must name)
+BAD_CALLS = [
+    ("elbo", lambda p, s: elbo(K0, MODEL, p, np.ones((2, 5), np.float32)), r"x must have shape"),
+    ("elbo", lambda p, s: elbo(K0, MODEL, p, np.ones((2, 784), np.uint8)), r"x must hold floa"),
+    ("elbo", lambda p, s: elbo(K0, MODEL, p, GREY), r"x must hold pixels in \[0, 1\]"),
+    ("elbo", lambda p, s: elbo(K0, MODEL, p, GOOD, kl="exact"), r"kl must be one of"),
+    ("elbo", lambda p, s: elbo(KEYS, MODEL, p, GOOD), r"key must be a single"),
+    ("elbo", lambda p, s: elbo(K0, "VAE", p, GOOD), r"model must be a vijax.vae.VAE"),
+    ("loss", lambda p, s: loss(42, MODEL, p, GOOD), r"key must be"),
+    ("loss", lambda p, s: loss(K0, MODEL, p, WIDE), r"x must have shape"),
+    ("loss", lambda p, s: loss(K0, MODEL, p, GOOD, estimator="stl"), r"estimator"),
+    ("iwae_bound", lambda p, s: iwae_bound(K0, MODEL, p, np.ones(4, np.float32), 3), r"x must"),
+    ("iwae_bound", lambda p, s: iwae_bound(K0, MODEL, p, GOOD, 2.5), r"num_samples must be an"),
+    ("iwae_bound", lambda p, s: iwae_bound(K0, MODEL, p, GOOD, 4, 0), r"chunk_size must be >="),
+    ("init", lambda p, s: init(K0, "VAE", ADAM), r"model must be a vijax.vae.VAE"),
+    ("init", lambda p, s: init(K0, MODEL, "adam"), r"optimizer must be an optax"),
+    ("init", lambda p, s: init(KEYS, MODEL, ADAM), r"key must be a single"),
+    ("init", lambda p, s: init(K0, MODEL, ADAM, estimator="stl"), r"estimator must be"),
+    ("train_step", lambda p, s: train_step(s, WIDE, model=MODEL, optimizer=ADAM),
+     r"x must have shape"),
+    ("train_step", lambda p, s: train_step(p, GOOD, model=MODEL, optimizer=ADAM),
+     r"state must be a vijax.vae.TrainState"),
+    ("train_step", lambda p, s: train_step(s, GOOD, model=MODEL, optimizer=ADAM,
+                                           estimator=E.DReG()), r"DReG\(\) applies"),
+    ("train_epoch", lambda p, s: train_epoch(s, GOOD, model=MODEL, optimizer=ADAM,
+                                             batch_size=0), r"batch_size must be in \[1, 4\]"),
+    ("train_epoch", lambda p, s: train_epoch(s, GOOD, model=MODEL, optimizer=ADAM,
+                                             batch_size=5), r"batch_size must be in \[1, 4\]"),
+    ("train_epoch", lambda p, s: train_epoch(s, WIDE, model=MODEL, optimizer=ADAM),
+     r"images must have shape"),
+    ("train_epoch", lambda p, s: train_epoch(s, GOOD, model=MODEL, optimizer=ADAM, batch_size=2,
+                                             mesh="cpu"), r"mesh must be a jax.sharding.Mesh"),
+    ("fit", lambda p, s: fit(K0, GOOD, optimizer=ADAM, config=TINY, batch_size=2, devices=[],
+                             progress=False), r"devices must be a non-empty list"),
+    ("fit", lambda p, s: fit(K0, GOOD, optimizer=ADAM, config="tiny"), r"config must be"),
+    ("negative_elbo_dataset", lambda p, s: negative_elbo_dataset(K0, MODEL, p, GREY),
+     r"images must have pixel values in \[0, 1\]"),
+    ("negative_elbo_dataset", lambda p, s: negative_elbo_dataset(K0, MODEL, p, GOOD, kl="x"),
+     r"kl must be one of"),
+    ("iwae_nll", lambda p, s: iwae_nll(K0, MODEL, p, GOOD, 0), r"num_samples must be >= 1"),
+    ("iwae_nll", lambda p, s: iwae_nll(K0, None, p, GOOD), r"model must be a vijax.vae.VAE"),
+    ("reconstruction_grid", lambda p, s: reconstruction_grid(MODEL, p, np.ones((2, 5),
+                                                                               np.float32)),
+     r"images must have"),
+    ("reconstruction_grid", lambda p, s: reconstruction_grid(MODEL, p, GOOD, columns=0),
+     r"columns must be >= 1"),
+    ("sample_grid", lambda p, s: sample_grid(K0, MODEL, p, rows=0), r"rows must be >= 1"),
+    ("sample_grid", lambda p, s: sample_grid(KEYS, MODEL, p), r"key must be a single"),
+    ("save_grid", lambda p, s: save_grid(np.ones(10), "/tmp/x.png"), r"grid must have shape"),
+    ("save_grid", lambda p, s: save_grid(np.full((2, 2), np.nan), "/tmp/x.png"),
+     r"grid must be finite"),
+    ("plot_training_curve", lambda p, s: plot_training_curve([], "/tmp/x.png"),
+     r"history must be a non-empty list"),
+    ("load_checkpoint", lambda p, s: load_checkpoint("/nonexistent", ADAM),
+     r"workdir /nonexistent holds no"),
+    ("load_checkpoint", lambda p, s: load_checkpoint("/tmp", ADAM, epoch=-1),
+     r"epoch must be >= 0"),
+    ("VAEConfig", lambda p, s: VAEConfig(negative_slope=float("nan")),
+     r"VAEConfig.negative_slope must be finite"),
+    ("VAEConfig", lambda p, s: VAEConfig(hidden=(32, 0)), r"VAEConfig.hidden\[1\] must be >="),
+    ("VAEConfig", lambda p, s: VAEConfig(latent_dim=2.0), r"VAEConfig.latent_dim must be an"),
+    ("VAEConfig", lambda p, s: VAEConfig(activation="swish"), r"VAEConfig.activation must be"),
+    ("binarize", lambda p, s: binarize(np.full((2, 784), 255.0)), r"grey levels in \[0, 1\]"),
+]
+
+
+@pytest.fixture(scope="module")
+def state(params):
+    return init(jax.random.PRNGKey(0), MODEL, ADAM)
+
+
+@pytest.mark.parametrize(("name", "call", "match"), BAD_CALLS,
+                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(BAD_CALLS)])
+def test_public_vae_functions_reject_bad_input_before_any_work(params, state, name, call,
+                                                               match):
+    with no_compilation(), pytest.raises(ValueError, match=match):
+        call(params, state)
 
 
 def test_iwae_bound_keeps_the_parameters_precision_under_x64(batch):

@@ -141,6 +141,9 @@ def check_key(name: str, key: Any) -> None:
         return
     shape = shape_of(name, key)
     dtype = getattr(key, "dtype", None)
+    if dtype == np.uint32 and len(shape) > 1 and shape[-1] == 2:
+        raise ValueError(f"{name} must be a single PRNG key; got a batch of raw keys of shape "
+                         f"{shape} (pass one of them, e.g. {name}[0])")
     if shape != (2,) or dtype != np.uint32:
         raise ValueError(f"{name} must be a PRNG key from jax.random.key(seed) or "
                          f"jax.random.PRNGKey(seed); got shape {shape} and dtype {dtype}")
@@ -161,6 +164,23 @@ def check_images(name: str, images: Any, input_dim: int = 784) -> np.ndarray:
         raise ValueError(f"{name} must have pixel values in [0, 1]; got values in "
                          f"[{lo}, {hi}]")
     return values
+
+
+def check_pixels(name: str, x: Any, input_dim: int, values: bool = True) -> None:
+    """``x`` is a floating ``(B, input_dim)`` batch with ``B >= 1``; values in ``[0, 1]`` when
+    concrete and ``values`` (under ``jit`` only the shape and dtype are checked; a training
+    loop's step passes ``values=False`` so as not to copy every batch to the host)."""
+    check_shape(name, x, (None, input_dim))
+    dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
+    if not np.issubdtype(dtype, np.floating):
+        raise ValueError(f"{name} must hold floating-point pixels in [0, 1]; got dtype {dtype}")
+    if shape_of(name, x)[0] < 1:
+        raise ValueError(f"{name} must hold at least one image; got shape {shape_of(name, x)}")
+    if values and is_concrete(x):
+        v = np.asarray(x)
+        if not (v.min() >= 0 and v.max() <= 1):  # NaN fails too
+            raise ValueError(f"{name} must hold pixels in [0, 1] (divide uint8 images by "
+                             f"255); got values in [{v.min()}, {v.max()}]")
 
 
 def _show(v: np.ndarray, limit: int = 6) -> str:

@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vijax._checks import check_images, check_int, check_key
+from vijax._checks import check_finite, check_images, check_int, check_key, check_shape
 from vijax.vae.models import VAE
-from vijax.vae.objectives import elbo, iwae_bound
+from vijax.estimators.objectives import KL_CHOICES
+from vijax.vae.objectives import check_model, elbo, iwae_bound
 
 __all__ = ["negative_elbo_dataset", "iwae_nll", "reconstruction_grid", "sample_grid",
            "save_grid", "plot_training_curve"]
@@ -46,6 +47,9 @@ def negative_elbo_dataset(key: jax.Array, model: VAE, params: Any, images: Any, 
     """Mean over ``images`` ``(N, P)`` of the one-sample negative ELBO (nats per image);
     ``kl`` as in :func:`vijax.vae.objectives.elbo`."""
     check_key("key", key)
+    check_model(model)
+    if kl not in KL_CHOICES:
+        raise ValueError(f"kl must be one of {KL_CHOICES}; got {kl!r}")
     batches, n = _batches(images, check_int("batch_size", batch_size, 1),
                           model.config.input_dim)
     values = [_elbo_batch(jax.random.fold_in(key, i), model, params, jnp.asarray(x), kl)
@@ -78,6 +82,7 @@ def iwae_nll(key: jax.Array, model: VAE, params: Any, images: Any, num_samples: 
         ``(N,)`` float64 NLL estimates in nats; average them for the usual test NLL.
     """
     check_key("key", key)
+    check_model(model)
     k = check_int("num_samples", num_samples, 1)
     if chunk_size is None:
         chunk_size = 25 if jax.default_backend() == "cpu" else 250
@@ -100,6 +105,7 @@ def reconstruction_grid(model: VAE, params: Any, images: Any, columns: int = 10)
     Returns:
         ``(56, 28 * columns)`` grey levels in ``[0, 1]``.
     """
+    check_model(model)
     columns = check_int("columns", columns, 1)
     x = check_images("images", images, model.config.input_dim)[:columns]
     mean, _ = model.apply({"params": params}, jnp.asarray(x), method="encode")
@@ -111,6 +117,7 @@ def sample_grid(key: jax.Array, model: VAE, params: Any, rows: int = 5,
                 columns: int = 10) -> np.ndarray:
     """Decoded draws from the prior: ``sigmoid(g(z))``, ``z ~ N(0, I)``, as a grid."""
     check_key("key", key)
+    check_model(model)
     rows, columns = check_int("rows", rows, 1), check_int("columns", columns, 1)
     z = jax.random.normal(key, (rows * columns, model.config.latent_dim))
     probs = jax.nn.sigmoid(model.apply({"params": params}, z, method="decode"))
@@ -118,7 +125,12 @@ def sample_grid(key: jax.Array, model: VAE, params: Any, rows: int = 5,
 
 
 def save_grid(grid: np.ndarray, path: str | Path, title: str | None = None) -> Path:
-    """Save an image grid as a PNG (grey levels, black background)."""
+    """Save an image grid ``(H, W)`` of grey levels in ``[0, 1]`` as a PNG."""
+    check_shape("grid", grid, (None, None))
+    check_finite("grid", grid)
+    grid = np.asarray(grid)
+    if grid.size == 0:
+        raise ValueError(f"grid must not be empty; got shape {grid.shape}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,6 +158,10 @@ def plot_training_curve(history: list[dict], path: str | Path,
         path: output file.
         reference: optional ``{epoch: loss}`` points to overlay (e.g. the course's figures).
     """
+    if not (isinstance(history, list) and history and all(
+            isinstance(h, dict) and "epoch" in h and "train_loss" in h for h in history)):
+        raise ValueError("history must be a non-empty list of dicts with 'epoch' and "
+                         f"'train_loss' (fit's history); got {history!r:.200}")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vijax._checks import check_int, check_scalar
+
 __all__ = ["VAEConfig", "Encoder", "Decoder", "VAE", "ACTIVATIONS", "matmul_flops"]
 
 
@@ -54,19 +56,18 @@ class VAEConfig:
     negative_slope: float = 0.2
 
     def __post_init__(self) -> None:
-        for name in ("input_dim", "latent_dim"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"VAEConfig.{name} must be an integer >= 1; got {v!r}")
-        hidden = tuple(self.hidden) if isinstance(self.hidden, list | tuple) else None
-        if hidden is None or any(isinstance(h, bool) or not isinstance(h, int) or h < 1
-                                 for h in hidden):
+        check_int("VAEConfig.input_dim", self.input_dim, minimum=1)
+        check_int("VAEConfig.latent_dim", self.latent_dim, minimum=1)
+        if not isinstance(self.hidden, list | tuple):
             raise ValueError(f"VAEConfig.hidden must be a tuple of integers >= 1; "
                              f"got {self.hidden!r}")
-        object.__setattr__(self, "hidden", hidden)
+        for i, h in enumerate(self.hidden):
+            check_int(f"VAEConfig.hidden[{i}]", h, minimum=1)
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"VAEConfig.activation must be one of {sorted(ACTIVATIONS)}; "
                              f"got {self.activation!r}")
+        check_scalar("VAEConfig.negative_slope", self.negative_slope)
 
     def act(self, x: jax.Array) -> jax.Array:
         return ACTIVATIONS[self.activation](x, self.negative_slope)

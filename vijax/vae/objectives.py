@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from vijax._checks import check_int, check_shape
+from vijax._checks import check_int, check_key, check_pixels
 from vijax.estimators import (
     ELBO,
     Estimator,
@@ -57,11 +57,16 @@ def bernoulli_log_likelihood(logits: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
 
 
+def check_model(model: Any) -> None:
+    if not hasattr(getattr(model, "config", None), "input_dim") or not hasattr(model, "apply"):
+        raise ValueError(f"model must be a vijax.vae.VAE (e.g. VAE(VAEConfig())); got "
+                         f"{model!r}")
+
+
 def check_batch(x: jax.Array, model: nn.Module) -> None:
-    """``x`` is a floating ``(B, input_dim)`` batch (shape and dtype only: works under ``jit``)."""
-    check_shape("x", x, (None, model.config.input_dim))
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"x must hold floating-point pixels in [0, 1]; got dtype {x.dtype}")
+    """``model`` is a VAE and ``x`` a batch of its pixels (values checked when concrete)."""
+    check_model(model)
+    check_pixels("x", x, model.config.input_dim)
 
 
 def variational_params(model: nn.Module, params: dict, x: jax.Array) -> GaussianParams:
@@ -92,7 +97,9 @@ def loss(key: jax.Array, model: nn.Module, params: dict, x: jax.Array, *,
     ``jax.grad`` of it (``has_aux=True``) is minus the estimator's gradient of the batch-mean
     objective, with respect to encoder and decoder.
     """
+    check_key("key", key)
     check_batch(x, model)
+    check_training(objective, estimator)
     q = variational_params(model, params, x)
     out = estimator.surrogate(key, q, log_joint(model, params, x), FAMILY, objective, state)
     return -jnp.mean(out.surrogate), (jnp.mean(out.value), out.state)
@@ -120,9 +127,10 @@ def elbo(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
     ``"analytic"`` (the course's): ``log p(x|z) - KL(q || N(0, I))``; ``"mc"``:
     ``log p(x|z) + log p(z) - log q(z|x)``; the same expectation.
     """
+    check_key("key", key)
+    check_batch(x, model)
     if kl not in KL_CHOICES:
         raise ValueError(f"kl must be one of {KL_CHOICES}; got {kl!r}")
-    check_batch(x, model)
     q = variational_params(model, params, x)
     return Reparam().surrogate(key, q, log_joint(model, params, x), FAMILY, ELBO(kl=kl),
                                ()).value
@@ -158,10 +166,11 @@ def iwae_bound(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
     Returns:
         ``(B,)`` bounds (nats; ``-bound`` estimates the negative log-likelihood).
     """
+    check_key("key", key)
+    check_batch(x, model)
     k = check_int("num_samples", num_samples, 1)
     c = min(k, 100) if chunk_size is None else check_int("chunk_size", chunk_size, 1)
     c = min(c, k)
-    check_batch(x, model)
     n_chunks = -(-k // c)
     q = variational_params(model, params, x)
     batch = x.shape[0]

@@ -36,13 +36,13 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vijax._checks import check_images, check_int, check_key
+from vijax._checks import check_images, check_int, check_key, check_pixels
 from vijax.data.mnist import BINARIZATIONS
 from vijax.estimators import ELBO, Estimator, Reparam
 from vijax.vae import checkpoints
 from vijax.vae.evaluate import negative_elbo_dataset
 from vijax.vae.models import VAE, VAEConfig
-from vijax.vae.objectives import check_training, loss
+from vijax.vae.objectives import check_model, check_training, loss
 
 __all__ = ["TrainState", "FitResult", "init", "train_step", "train_epoch", "make_mesh", "fit",
            "load_checkpoint", "COURSE_OBJECTIVE"]
@@ -85,6 +85,12 @@ def _raw_key(key: jax.Array) -> jax.Array:
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     return jnp.asarray(key, jnp.uint32)
+
+
+def _check_state(state: Any) -> None:
+    if not isinstance(state, TrainState):
+        raise ValueError("state must be a vijax.vae.TrainState from vijax.vae.init; got "
+                         f"{type(state).__name__}")
 
 
 def _check_optimizer(optimizer: Any) -> None:
@@ -134,7 +140,11 @@ def train_step(state: TrainState, x: jax.Array, *, model: VAE,
                optimizer: optax.GradientTransformation, objective: Any = COURSE_OBJECTIVE,
                estimator: Estimator = Reparam()) -> tuple[TrainState, jax.Array]:
     """One optimiser step on the batch ``x`` ``(B, P)``; returns the new state and the loss
-    (minus the batch-mean objective). ``state``'s buffers are donated."""
+    (minus the batch-mean objective). ``state``'s buffers are donated. ``x``'s shape and dtype
+    are checked, not its values (that would copy every batch to the host)."""
+    _check_state(state)
+    check_model(model)
+    check_pixels("x", x, model.config.input_dim, values=False)
     _check_optimizer(optimizer)
     check_training(objective, estimator)
     return _train_step(state, x, model=model, optimizer=optimizer, objective=objective,
@@ -190,7 +200,8 @@ def train_epoch(state: TrainState, images: jax.Array, *, model: VAE,
 
     Args:
         state: the training state (its buffers are donated: do not reuse it).
-        images: ``(N, P)`` float32 pixels, ideally already on the devices (replicated).
+        images: ``(N, P)`` float32 pixels in ``[0, 1]``, ideally already on the devices
+            (replicated); shape and dtype are checked, not the values.
         model, optimizer, objective, estimator: as in :func:`train_step`.
         batch_size: images per step (a multiple of the mesh size).
         dynamic_binarization: draw ``x ~ Bernoulli(images)`` afresh at every step.
@@ -199,9 +210,16 @@ def train_epoch(state: TrainState, images: jax.Array, *, model: VAE,
     Returns:
         The new state and the ``(N // batch_size,)`` per-step losses.
     """
-    mesh = make_mesh() if mesh is None else mesh
+    _check_state(state)
+    check_model(model)
+    check_pixels("images", images, model.config.input_dim, values=False)
+    batch_size = check_int("batch_size", batch_size, minimum=1, maximum=images.shape[0])
     _check_optimizer(optimizer)
     check_training(objective, estimator)
+    mesh = make_mesh() if mesh is None else mesh
+    if not isinstance(mesh, Mesh) or batch_size % mesh.size:
+        raise ValueError(f"mesh must be a jax.sharding.Mesh whose size divides batch_size "
+                         f"({batch_size}); got {mesh!r}")
     fn = _epoch_fn(model, optimizer, int(batch_size), objective, estimator,
                    bool(dynamic_binarization), mesh)
     return fn(state, images)
@@ -212,6 +230,9 @@ def train_epoch(state: TrainState, images: jax.Array, *, model: VAE,
 
 def _devices_for(batch_size: int, devices: list | None) -> list:
     devices = list(jax.local_devices() if devices is None else devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(f"devices must be a non-empty list of jax devices (jax.devices()); "
+                         f"got {devices!r}")
     n = len(devices)
     while batch_size % n:
         n -= 1
@@ -346,6 +367,7 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
         raise ValueError(f"binarization must be one of {BINARIZATIONS}; got {binarization!r}")
     test = None if test_images is None else check_images("test_images", test_images,
                                                           config.input_dim)
+    devices = _devices_for(batch_size, devices)
     settings = {"batch_size": batch_size, "objective": repr(objective),
                 "estimator": repr(estimator), "binarization": binarization}
     workdir = None if workdir is None else Path(workdir)
@@ -354,7 +376,7 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
         raise ValueError("resume=True needs a workdir holding a checkpoint; got workdir=None")
 
     model = VAE(config)
-    mesh = make_mesh(_devices_for(batch_size, devices))
+    mesh = make_mesh(devices)
     replicated = NamedSharding(mesh, P())
     state = jax.device_put(init(key, model, optimizer, estimator), replicated)
     history: list[dict] = []
