@@ -37,12 +37,18 @@ from vijax.estimators._surrogate import (
 )
 from vijax.estimators.control_variate import ScoreControlVariate
 from vijax.estimators.dreg import DReG
-from vijax.estimators.objectives import ELBO, IWAE, StandardNormalPrior
+from vijax.estimators.objectives import (
+    ELBO,
+    IWAE,
+    Expectation,
+    StandardNormalPrior,
+    UniformPrior,
+)
 from vijax.estimators.reparam import Reparam
 from vijax.estimators.score import LeaveOneOut, MovingAverage, MovingAverageState, Score
 from vijax.estimators.stl import STL
 
-__all__ = ["ELBO", "IWAE", "StandardNormalPrior", "Estimator", "Reparam", "STL", "DReG",
-           "Score", "MovingAverage", "MovingAverageState", "LeaveOneOut",
-           "ScoreControlVariate", "Surrogate", "Estimate", "GradientFn", "surrogate",
-           "gradient", "estimate", "over_draws", "check_estimator"]
+__all__ = ["ELBO", "IWAE", "Expectation", "StandardNormalPrior", "UniformPrior", "Estimator",
+           "Reparam", "STL", "DReG", "Score", "MovingAverage", "MovingAverageState",
+           "LeaveOneOut", "ScoreControlVariate", "Surrogate", "Estimate", "GradientFn",
+           "surrogate", "gradient", "estimate", "over_draws", "check_estimator"]

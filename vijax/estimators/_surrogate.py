@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from vijax._checks import check_key
-from vijax.estimators.objectives import ELBO, IWAE
+from vijax.estimators.objectives import ELBO, IWAE, OBJECTIVES, Expectation
 
 Array = jax.Array
 
@@ -66,7 +66,7 @@ class Estimator:
     #: The objective must use ``log q`` at the samples (``ELBO(kl="mc")`` or ``IWAE``).
     needs_log_q: ClassVar[bool] = False
     #: Objectives the estimator applies to.
-    objectives: ClassVar[tuple[type, ...]] = (ELBO, IWAE)
+    objectives: ClassVar[tuple[type, ...]] = (ELBO, IWAE, Expectation)
     #: Fewest draws per estimate.
     min_samples: ClassVar[int] = 1
 
@@ -115,13 +115,14 @@ def check_setup(log_joint: Any, family: Any, objective: Any, estimator: Any) -> 
                              f"{type(family).__name__}")
     check_estimator(objective, estimator, family)
     objective.check_log_joint(log_joint)
+    objective.check_family(family, log_joint)
 
 
 def check_estimator(objective: Any, estimator: Any, family: Any) -> None:
     """``objective`` and ``estimator`` are vijax objects and the estimator applies."""
-    if not isinstance(objective, ELBO | IWAE):
-        raise ValueError(f"objective must be ELBO(num_samples, kl) or IWAE(num_samples); got "
-                         f"{objective!r}")
+    if not isinstance(objective, OBJECTIVES):
+        raise ValueError(f"objective must be ELBO(num_samples, kl), IWAE(num_samples) or "
+                         f"Expectation(num_samples); got {objective!r}")
     if not isinstance(estimator, Estimator):
         hint = " (estimators are objects now, e.g. STL(), not strings)" if isinstance(
             estimator, str) else ""

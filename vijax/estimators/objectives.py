@@ -33,7 +33,8 @@ from vijax._checks import check_int
 
 Array = jax.Array
 
-__all__ = ["ELBO", "IWAE", "StandardNormalPrior", "KL_CHOICES"]
+__all__ = ["ELBO", "IWAE", "Expectation", "StandardNormalPrior", "UniformPrior", "KL_CHOICES",
+           "OBJECTIVES"]
 
 #: Values of ``ELBO(kl=...)``.
 KL_CHOICES = ("mc", "entropy", "analytic")
@@ -60,6 +61,38 @@ class StandardNormalPrior:
     def __call__(self, z: Array) -> Array:
         return self.log_likelihood(z) - 0.5 * jnp.sum(_LOG_2PI + jnp.square(z), axis=-1)
 
+    @staticmethod
+    def kl(family: Any, params: Any) -> Array:
+        """``KL(q || N(0, I))`` in closed form (the family's)."""
+        return family.kl_to_standard_normal(params)
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformPrior:
+    """A log joint ``log p(x|z) + log p(z)`` with a uniform prior over a discrete ``family``'s
+    values (``Bernoulli(1/2)`` units, or ``K`` equally likely categories): ``log p(z)`` is the
+    family's ``log_prob`` at zero logits (``-n log 2``, ``-V log K``), and
+    :class:`ELBO` ``(kl="analytic")`` uses ``family.kl_to_uniform``.
+    """
+
+    log_likelihood: Callable[[Array], Array]
+    family: Any
+
+    def __post_init__(self) -> None:
+        if not callable(self.log_likelihood):
+            raise ValueError("log_likelihood must be a callable z -> log p(x|z); got "
+                             f"{type(self.log_likelihood).__name__}")
+        if not callable(getattr(self.family, "kl_to_uniform", None)):
+            raise ValueError("family must be a discrete family (Bernoulli, Categorical); got "
+                             f"{self.family!r}")
+
+    def __call__(self, z: Array) -> Array:
+        return self.log_likelihood(z) + self.family.log_prob(jnp.zeros_like(z), z)
+
+    @staticmethod
+    def kl(family: Any, params: Any) -> Array:
+        return family.kl_to_uniform(params)
+
 
 def _leave_one_out_mean(x: Array) -> Array:
     """``mean_{j != i} x_j`` along axis 0 (``k >= 2``)."""
@@ -85,22 +118,31 @@ class ELBO:
         return self.kl == "mc"
 
     def check_log_joint(self, log_joint: Any) -> None:
-        if self.kl == "analytic" and not isinstance(log_joint, StandardNormalPrior):
+        if self.kl == "analytic" and not (hasattr(log_joint, "log_likelihood")
+                                          and callable(getattr(log_joint, "kl", None))):
             raise ValueError("ELBO(kl='analytic') needs log_joint = StandardNormalPrior("
-                             "log_likelihood) (the KL is to N(0, I)); got "
-                             f"{type(log_joint).__name__}: use kl='mc' or kl='entropy'")
+                             "log_likelihood) or UniformPrior(log_likelihood, family) (a prior "
+                             f"with a closed-form KL); got {type(log_joint).__name__}: use "
+                             "kl='mc' or kl='entropy'")
+
+    def check_family(self, family: Any, log_joint: Any) -> None:
+        if self.kl == "entropy" and not callable(getattr(family, "entropy", None)):
+            raise ValueError(f"ELBO(kl='entropy') needs a family with a closed-form entropy; "
+                             f"{type(family).__name__} has none: use kl='mc'")
 
     def log_density(self, log_joint: Callable) -> Callable:
         """The function of ``z`` the Monte-Carlo part averages."""
         return log_joint.log_likelihood if self.kl == "analytic" else log_joint
 
-    def value(self, log_p: Array, log_q: Array, params: Any, family: Any) -> Array:
-        """``batch_shape`` ELBO estimates from ``(k,) + batch_shape`` log densities."""
+    def value(self, log_p: Array, log_q: Array, params: Any, family: Any,
+              log_joint: Any = None) -> Array:
+        """``batch_shape`` ELBO estimates from ``(k,) + batch_shape`` log densities
+        (``log_joint`` gives the closed-form KL of ``kl="analytic"``)."""
         if self.kl == "mc":
             return jnp.mean(log_p - log_q, axis=0)
         if self.kl == "entropy":
             return jnp.mean(log_p, axis=0) + family.entropy(params)
-        return jnp.mean(log_p, axis=0) - family.kl_to_standard_normal(params)
+        return jnp.mean(log_p, axis=0) - log_joint.kl(family, params)
 
     def signals(self, log_p: Array, log_q: Array) -> tuple[Array, float]:
         """Score-function learning signal ``f_i`` of each draw, and its weight ``1/k``:
@@ -128,10 +170,14 @@ class IWAE:
     def check_log_joint(self, log_joint: Any) -> None:
         pass
 
+    def check_family(self, family: Any, log_joint: Any) -> None:
+        pass
+
     def log_density(self, log_joint: Callable) -> Callable:
         return log_joint
 
-    def value(self, log_p: Array, log_q: Array, params: Any = None, family: Any = None) -> Array:
+    def value(self, log_p: Array, log_q: Array, params: Any = None, family: Any = None,
+              log_joint: Any = None) -> Array:
         """``logsumexp_i (log p_i - log q_i) - log k``, shape ``batch_shape``."""
         return bound_from_log_weights(log_p - log_q)
 
@@ -152,6 +198,42 @@ class IWAE:
         return jax.nn.logsumexp(replaced, axis=1) - math.log(k)
 
 
+@dataclasses.dataclass(frozen=True)
+class Expectation:
+    """``E_q[f(z)]`` with ``f = log_joint``, averaged over ``num_samples`` draws: no entropy, no
+    ``log q`` (the objective of a control problem, such as the RELAX paper's toy problem
+    ``E_{b ~ Bernoulli(theta)}[-(b - t)^2]``)."""
+
+    num_samples: int = 1
+    uses_log_q: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_int("num_samples", self.num_samples, minimum=1)
+
+    def check_log_joint(self, log_joint: Any) -> None:
+        pass
+
+    def check_family(self, family: Any, log_joint: Any) -> None:
+        pass
+
+    def log_density(self, log_joint: Callable) -> Callable:
+        return log_joint
+
+    def value(self, log_p: Array, log_q: Array, params: Any = None, family: Any = None,
+              log_joint: Any = None) -> Array:
+        return jnp.mean(log_p, axis=0)
+
+    def signals(self, log_p: Array, log_q: Array) -> tuple[Array, float]:
+        return log_p, 1.0 / log_p.shape[0]
+
+    def leave_one_out(self, log_p: Array, log_q: Array) -> Array:
+        return _leave_one_out_mean(log_p)
+
+
 def bound_from_log_weights(log_weights: Array) -> Array:
     """``log (1/k) sum_i exp(log_weights_i)`` along axis 0 (the IWAE bound's one formula)."""
     return jax.nn.logsumexp(log_weights, axis=0) - math.log(log_weights.shape[0])
+
+
+#: The objective classes.
+OBJECTIVES = (ELBO, IWAE, Expectation)

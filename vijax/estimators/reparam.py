@@ -22,5 +22,5 @@ class Reparam(Estimator):
     def surrogate(self, key, params, log_joint, family, objective, state) -> Surrogate:
         z, log_q = family.sample_and_log_prob(key, params, objective.num_samples)
         log_p = over_draws(objective.log_density(log_joint), z)
-        value = objective.value(log_p, log_q, params, family)
+        value = objective.value(log_p, log_q, params, family, log_joint)
         return Surrogate(value, value, state)

@@ -109,7 +109,7 @@ class Score(Estimator):
         z = jax.lax.stop_gradient(family.sample(key, params, objective.num_samples))
         log_q = family.log_prob(params, z)
         log_p = over_draws(objective.log_density(log_joint), z)
-        value = objective.value(log_p, log_q, params, family)
+        value = objective.value(log_p, log_q, params, family, log_joint)
         lp, lq = jax.lax.stop_gradient(log_p), jax.lax.stop_gradient(log_q)
         signals, weight = objective.signals(lp, lq)
         if self.baseline is None:

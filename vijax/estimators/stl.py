@@ -31,5 +31,5 @@ class STL(Estimator):
         stopped = jax.lax.stop_gradient(params)
         log_q = family.log_prob(stopped, z)
         log_p = over_draws(objective.log_density(log_joint), z)
-        value = objective.value(log_p, log_q, stopped, family)
+        value = objective.value(log_p, log_q, stopped, family, log_joint)
         return Surrogate(value, value, state)

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vijax._checks import check_finite, check_images, check_int, check_key, check_shape
-from vijax.vae.models import VAE
 from vijax.estimators.objectives import KL_CHOICES
+from vijax.vae.models import VAE
 from vijax.vae.objectives import check_model, elbo, iwae_bound
 
 __all__ = ["negative_elbo_dataset", "iwae_nll", "reconstruction_grid", "sample_grid",

@@ -1,30 +1,7 @@
-"""Variational families: objects that hold no parameters; parameters are pytrees.
+"""Gaussian families: mean-field (diagonal) and full-rank (Cholesky), batched or not.
 
-A family is a small frozen (hashable) object with
-
-- ``sample(key, params, sample_shape=())``: reparameterised draws ``z = t(eps, params)``,
-  shape ``sample_shape + batch_shape + event_shape``, differentiable in ``params``;
-- ``log_prob(params, z)``: ``log q(z)`` summed over the event axes, shape
-  ``broadcast(z's leading axes, batch_shape)``;
-- ``sample_and_log_prob(key, params, sample_shape=())``: both at once, ``log q`` computed from
-  the noise (``log q(t(eps, phi); phi) = log N(eps) - log |det dt/deps|``: the same value and,
-  sample by sample, the same total derivative in ``phi`` as ``log_prob(params, z)``, cheaper
-  and without a solve);
-- ``entropy(params)`` and ``kl_to_standard_normal(params)`` in closed form, shape
-  ``batch_shape``;
-- ``check(params)``: the parameters' structure, shapes, dtype (floating) and, when concrete,
-  finiteness, with errors naming the argument; returns the parameters (lists made arrays);
-- ``batch_shape(params)``, ``event_shape(params)``;
-- ``reparameterized``: whether ``sample`` is differentiable in ``params`` (the pathwise
-  estimators need it; the score function does not). Discrete families (Bernoulli,
-  categorical and their Concrete relaxations) are to join here with ``reparameterized``
-  false for the exact ones.
-
-Batched (amortised) families: leading axes of the parameters are batch axes, one ``q(z|x_i)``
-per data point; a VAE encoder's output ``(mean, log_var)`` is :class:`GaussianParams`
-``(mean, log_var / 2)`` of a :class:`MeanFieldGaussian` with a batch axis.
-
-Maths: ``docs/MODEL.md`` section 2 (the Gaussian KL) and section 4 (``z = mu + sigma eps``).
+The interface every family implements is described in :mod:`vijax.families`. Maths:
+``docs/MODEL.md`` section 2 (the Gaussian KL) and section 4 (``z = mu + sigma eps``).
 """
 
 from __future__ import annotations
@@ -39,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vijax._checks import check_finite, check_floating, check_int, check_key, shape_of
+from vijax.families._common import _as_float, _sum_event
 from vijax.samplers import _sample_shape
 
 Array = jax.Array
@@ -47,15 +25,6 @@ ArrayLike = Any
 __all__ = ["GaussianParams", "MeanFieldGaussian", "FullRankParams", "FullRankGaussian"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _sum_event(x: Array, event_ndim: int) -> Array:
-    return jnp.sum(x, axis=tuple(range(x.ndim - event_ndim, x.ndim)))
-
-
-def _as_float(x: ArrayLike) -> Array:
-    x = jnp.asarray(x)
-    return x.astype(jnp.result_type(float, x.dtype))
 
 
 # ----------------------------------------------------------------------------- mean field

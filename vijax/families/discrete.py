@@ -1,0 +1,286 @@
+"""Discrete families and their Concrete relaxations (MODEL.md section 4).
+
+Parameters are logits (a plain array, batch axes first). :class:`Bernoulli` factors over the
+last ``event_ndim`` axes; :class:`Categorical`'s event axes end with the category axis ``K``
+(``event_ndim=2`` with logits ``(B, 20, 10)`` is 20 ten-way variables per data point) and its
+samples are one-hot, so a decoder takes them as they are.
+
+Both share the relaxation machinery the relaxation-based estimators use (Jang, Gu, Poole 2017;
+Maddison, Mnih, Teh 2017; Tucker et al. 2017):
+
+- ``relaxed_noise(key, logits, shape)``: ``z = logits + logistic noise`` (Bernoulli) or
+  ``z = log softmax(logits) + Gumbel noise`` (categorical), reparameterised in the logits;
+- ``hard(z)``: the exact discrete sample ``H(z)`` (``z > 0``; the one-hot ``argmax``);
+- ``soft(z, temperature)``: the relaxed sample ``sigmoid(z / t)`` / ``softmax(z / t)``;
+- ``conditional_noise(key, logits, b, shape)``: ``z~ ~ p(z | H(z) = b)``, reparameterised in
+  the logits (REBAR's conditional sample). Bernoulli, with ``theta = sigmoid(logits)`` and
+  ``v ~ U(0, 1)``: ``u' = (1 - theta) + v theta`` when ``b = 1``, ``u' = v (1 - theta)`` when
+  ``b = 0``, ``z~ = logits + logit(u')``. Categorical, with ``p = softmax(logits)``:
+  ``z~_b = -log(-log v_b)`` and ``z~_i = -log(-log(v_i) / p_i - log v_b)`` for ``i != b``.
+
+The relaxed families are distributions of their own, with densities: the binary Concrete
+
+    log p(x) = log t - softplus(t y - a) - softplus(a - t y) + softplus(y) + softplus(-y),
+    y = logit(x), a = logits
+
+(the logistic density of ``y``, times the Jacobian of the sigmoid), and the Concrete
+(Gumbel-softmax) density of :func:`vijax.samplers.gumbel_softmax_log_prob`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from vijax._checks import (
+    check_finite,
+    check_floating,
+    check_int,
+    check_key,
+    check_scalar,
+    shape_of,
+)
+from vijax.families._common import _sum_event
+from vijax.samplers import _sample_shape, gumbel_softmax_log_prob
+
+Array = jax.Array
+
+__all__ = ["Bernoulli", "Categorical", "RelaxedBernoulli", "RelaxedCategorical"]
+
+
+def _tiny(dtype: Any) -> float:
+    return float(jnp.finfo(dtype).tiny)
+
+
+def _uniform(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
+    """``U(0, 1)`` strictly inside the interval (logit and log stay finite)."""
+    return jax.random.uniform(key, shape, dtype, minval=_tiny(dtype), maxval=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Discrete:
+    """What Bernoulli and categorical share: checks, shapes, sampling through ``hard``."""
+
+    event_ndim: int = 1
+    reparameterized: ClassVar[bool] = False
+    min_event_ndim: ClassVar[int] = 0
+
+    def __post_init__(self) -> None:
+        check_int("event_ndim", self.event_ndim, minimum=self.min_event_ndim)
+
+    def check(self, params: Any, name: str = "params") -> Array:
+        shape = shape_of(name, params)
+        if len(shape) < self.event_ndim:
+            raise ValueError(f"{name} (logits) must have at least event_ndim = "
+                             f"{self.event_ndim} axes; got shape {shape}")
+        check_floating(name, params)
+        check_finite(name, params)
+        return jnp.asarray(params)
+
+    def batch_shape(self, params: Array) -> tuple[int, ...]:
+        shape = jnp.shape(params)
+        return tuple(shape[: len(shape) - self.event_ndim])
+
+    def event_shape(self, params: Array) -> tuple[int, ...]:
+        shape = jnp.shape(params)
+        return tuple(shape[len(shape) - self.event_ndim:])
+
+    def sample(self, key: Array, params: Array, sample_shape: int | Sequence[int] = ()) -> Array:
+        """Exact draws (not differentiable), ``sample_shape + logits.shape``, as floats."""
+        check_key("key", key)
+        return jax.lax.stop_gradient(self.hard(self.relaxed_noise(key, params, sample_shape)))
+
+    def sample_and_log_prob(self, key: Array, params: Array,
+                            sample_shape: int | Sequence[int] = ()) -> tuple[Array, Array]:
+        z = self.sample(key, params, sample_shape)
+        return z, self.log_prob(params, z)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bernoulli(_Discrete):
+    """Independent Bernoulli variables with ``P(b = 1) = sigmoid(logits)``."""
+
+    def relaxed_noise(self, key: Array, params: Array,
+                      sample_shape: int | Sequence[int] = ()) -> Array:
+        u = _uniform(key, _sample_shape(sample_shape) + jnp.shape(params),
+                     jnp.result_type(params, float))
+        return params + jnp.log(u) - jnp.log1p(-u)
+
+    @staticmethod
+    def hard(z: Array) -> Array:
+        return (z > 0).astype(z.dtype)
+
+    @staticmethod
+    def soft(z: Array, temperature: Any) -> Array:
+        return jax.nn.sigmoid(z / temperature)
+
+    def conditional_noise(self, key: Array, params: Array, b: Array) -> Array:
+        """``z~ ~ p(z | H(z) = b)`` for draws ``b`` of shape ``sample_shape + logits.shape``."""
+        v = _uniform(key, jnp.shape(b), jnp.result_type(params, float))
+        theta = jax.nn.sigmoid(params)
+        u = jnp.where(b > 0.5, (1.0 - theta) + v * theta, v * (1.0 - theta))
+        # logit(u) without cancellation: log u - log(1 - u) with 1 - u formed directly
+        one_minus_u = jnp.where(b > 0.5, (1.0 - v) * theta, 1.0 - v * (1.0 - theta))
+        return params + jnp.log(u) - jnp.log(one_minus_u)
+
+    def log_prob(self, params: Array, z: Array) -> Array:
+        """``sum b l - softplus(l)`` over the event axes (also the continuous extension at
+        relaxed ``b`` in ``[0, 1]``, as REBAR evaluates it)."""
+        return _sum_event(z * params - jax.nn.softplus(params), self.event_ndim)
+
+    def entropy(self, params: Array) -> Array:
+        """``H = sum softplus(l) - sigmoid(l) l``."""
+        return _sum_event(jax.nn.softplus(params) - jax.nn.sigmoid(params) * params,
+                          self.event_ndim)
+
+    def kl_to_uniform(self, params: Array) -> Array:
+        """``KL(q || Bernoulli(1/2)^n) = n log 2 - H``."""
+        n = math.prod(self.event_shape(params))
+        return n * math.log(2.0) - self.entropy(params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Categorical(_Discrete):
+    """Independent categorical variables, one-hot, ``P(b = e_k) = softmax(logits)_k``; the last
+    event axis is the category axis (``K >= 2``)."""
+
+    min_event_ndim = 1
+
+    def check(self, params: Any, name: str = "params") -> Array:
+        params = super().check(params, name)
+        if params.shape[-1] < 2:
+            raise ValueError(f"{name} (logits) must have at least 2 categories on the last "
+                             f"axis; got shape {params.shape}")
+        return params
+
+    def relaxed_noise(self, key: Array, params: Array,
+                      sample_shape: int | Sequence[int] = ()) -> Array:
+        u = _uniform(key, _sample_shape(sample_shape) + jnp.shape(params),
+                     jnp.result_type(params, float))
+        return jax.nn.log_softmax(params, axis=-1) - jnp.log(-jnp.log(u))
+
+    @staticmethod
+    def hard(z: Array) -> Array:
+        return jax.nn.one_hot(jnp.argmax(z, axis=-1), z.shape[-1], dtype=z.dtype)
+
+    @staticmethod
+    def soft(z: Array, temperature: Any) -> Array:
+        return jax.nn.softmax(z / temperature, axis=-1)
+
+    def conditional_noise(self, key: Array, params: Array, b: Array) -> Array:
+        """``z~ ~ p(z | argmax z = b)`` for one-hot draws ``b``."""
+        v = _uniform(key, jnp.shape(b), jnp.result_type(params, float))
+        log_v = jnp.log(v)
+        log_vb = jnp.sum(b * log_v, axis=-1, keepdims=True)
+        p = jax.nn.softmax(params, axis=-1)
+        others = -jnp.log(-log_v / p - log_vb)
+        return jnp.where(b > 0.5, -jnp.log(-log_v), others)
+
+    def log_prob(self, params: Array, z: Array) -> Array:
+        """``sum b . log softmax(l)`` over the event axes."""
+        return _sum_event(z * jax.nn.log_softmax(params, axis=-1), self.event_ndim)
+
+    def entropy(self, params: Array) -> Array:
+        logp = jax.nn.log_softmax(params, axis=-1)
+        return _sum_event(-jnp.exp(logp) * logp, self.event_ndim)
+
+    def kl_to_uniform(self, params: Array) -> Array:
+        """``KL(q || uniform) = sum over the variables of (log K - H)``."""
+        shape = self.event_shape(params)
+        variables = math.prod(shape[:-1])
+        return variables * math.log(shape[-1]) - self.entropy(params)
+
+
+# ----------------------------------------------------------------------------- relaxations
+
+
+@dataclasses.dataclass(frozen=True)
+class RelaxedBernoulli:
+    """Binary Concrete (relaxed Bernoulli) at a fixed ``temperature``: ``sigmoid(z / t)``,
+    ``z = logits + logistic noise``; reparameterised."""
+
+    temperature: float = 1.0
+    event_ndim: int = 1
+    reparameterized: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        check_scalar("temperature", self.temperature, minimum=0.0, strict=True)
+        check_int("event_ndim", self.event_ndim, minimum=0)
+
+    def _exact(self) -> Bernoulli:
+        return Bernoulli(self.event_ndim)
+
+    def check(self, params: Any, name: str = "params") -> Array:
+        return self._exact().check(params, name)
+
+    def batch_shape(self, params: Array) -> tuple[int, ...]:
+        return self._exact().batch_shape(params)
+
+    def event_shape(self, params: Array) -> tuple[int, ...]:
+        return self._exact().event_shape(params)
+
+    def sample(self, key: Array, params: Array, sample_shape: int | Sequence[int] = ()) -> Array:
+        check_key("key", key)
+        exact = self._exact()
+        return exact.soft(exact.relaxed_noise(key, params, sample_shape), self.temperature)
+
+    def log_prob(self, params: Array, x: Array) -> Array:
+        """The binary Concrete log-density (module docstring), summed over the event axes."""
+        t = self.temperature
+        y = jnp.log(x) - jnp.log1p(-x)
+        lp = (math.log(t) - jax.nn.softplus(t * y - params) - jax.nn.softplus(params - t * y)
+              + jax.nn.softplus(y) + jax.nn.softplus(-y))
+        return _sum_event(lp, self.event_ndim)
+
+    def sample_and_log_prob(self, key: Array, params: Array,
+                            sample_shape: int | Sequence[int] = ()) -> tuple[Array, Array]:
+        x = self.sample(key, params, sample_shape)
+        return x, self.log_prob(params, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class RelaxedCategorical:
+    """Concrete / Gumbel-softmax at a fixed ``temperature``: ``softmax(z / t)``; the last event
+    axis is the category axis; reparameterised."""
+
+    temperature: float = 1.0
+    event_ndim: int = 1
+    reparameterized: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        check_scalar("temperature", self.temperature, minimum=0.0, strict=True)
+        check_int("event_ndim", self.event_ndim, minimum=1)
+
+    def _exact(self) -> Categorical:
+        return Categorical(self.event_ndim)
+
+    def check(self, params: Any, name: str = "params") -> Array:
+        return self._exact().check(params, name)
+
+    def batch_shape(self, params: Array) -> tuple[int, ...]:
+        return self._exact().batch_shape(params)
+
+    def event_shape(self, params: Array) -> tuple[int, ...]:
+        return self._exact().event_shape(params)
+
+    def sample(self, key: Array, params: Array, sample_shape: int | Sequence[int] = ()) -> Array:
+        check_key("key", key)
+        exact = self._exact()
+        return exact.soft(exact.relaxed_noise(key, params, sample_shape), self.temperature)
+
+    def log_prob(self, params: Array, y: Array) -> Array:
+        """The Concrete log-density of each variable (``samplers.gumbel_softmax_log_prob``),
+        summed over the variables."""
+        lp = gumbel_softmax_log_prob(y, self.temperature, logits=params)
+        return _sum_event(lp, self.event_ndim - 1)
+
+    def sample_and_log_prob(self, key: Array, params: Array,
+                            sample_shape: int | Sequence[int] = ()) -> tuple[Array, Array]:
+        y = self.sample(key, params, sample_shape)
+        return y, self.log_prob(params, y)
+
