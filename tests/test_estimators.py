@@ -208,6 +208,15 @@ def test_gradient_is_jitted_and_cached():
                                atol=1e-6)
 
 
+def test_dreg_keeps_the_parameters_dtype_when_the_model_is_float64():
+    """x64 on, float32 parameters, a model holding float64 data (a review finding)."""
+    with jax.enable_x64(True):
+        model = conjugate_gaussian(np.ones((3, 2)))  # float64
+        q = MF.init(np.zeros(2, np.float32))
+        g = E.estimate(KEY, q, model.log_joint, MF, objective=E.IWAE(3), estimator=E.DReG())
+        assert {x.dtype for x in jax.tree.leaves(g.grad)} == {jnp.dtype(jnp.float32)}
+
+
 def test_gradient_follows_x64():
     with jax.enable_x64(True):
         model = conjugate_gaussian(np.ones((3, 2)))
@@ -219,6 +228,7 @@ LJ = MODEL.log_joint
 INT_PARAMS = GaussianParams(np.zeros(3, np.int32), np.zeros(3, np.int32))
 KEYS = jax.random.split(KEY, 3)
 Q4 = MF.init(np.zeros(4))
+Q_E0 = MeanFieldGaussian(0).init(np.zeros(3))
 
 
 class _NotReparameterized(MeanFieldGaussian):
@@ -273,6 +283,11 @@ def test_score_function_runs_on_a_family_without_reparameterisation():
     (lambda: E.estimate(KEYS, Q, LJ, MF), r"key must be a single"),
     (lambda: E.estimate(KEY, Q, LJ, MF, estimator=E.Score(), state=(1.0,)),
      r"state must have the structure"),
+    (lambda: E.estimate(KEY, Q, LJ, MeanFieldGaussian), r"family must be a family object"),
+    (lambda: E.estimate(KEY, Q, lambda z: jnp.sum(z).astype(jnp.int32), MF),
+     r"must return floating-point log densities"),
+    (lambda: E.estimate(KEY, Q_E0, E.StandardNormalPrior(lambda z: -z**2), MeanFieldGaussian(0),
+                        objective=E.ELBO(kl="analytic")), r"prior has event_ndim = 1"),
 ])
 def test_bad_input_fails_before_compilation(call, match):
     with no_compilation(), pytest.raises(ValueError, match=match):

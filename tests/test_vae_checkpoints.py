@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from vijax import estimators as E
 from vijax.vae import VAEConfig, checkpoints, fit, load_checkpoint
 
 TINY = VAEConfig(hidden=(16,), latent_dim=3)
@@ -91,6 +92,8 @@ def test_damaged_metadata_and_missing_epochs_name_the_file(tmp_path):
     meta = json.loads(path.read_text())
     with pytest.raises(ValueError, match=r"epoch 99 has no checkpoint .*kept epochs are \[1\]"):
         load_checkpoint(tmp_path / "run", ADAM, epoch=99)
+    with pytest.raises(ValueError, match=r"trained with estimator=Reparam\(\); pass that "):
+        load_checkpoint(tmp_path / "run", ADAM, estimator=E.STL())
     for broken, match in (({k: v for k, v in meta.items() if k != "config"},
                            r"vijax_vae.json has no valid 'config'"),
                           ({**meta, "config": {**meta["config"], "extra": 1}},

@@ -25,7 +25,7 @@ P4 = MF.init(np.zeros(4))
 def test_fit_is_init_then_step_with_the_split_keys():
     res = vi.fit(KEY, P0, MODEL.log_joint, MF, OPT, num_steps=7, estimator=E.STL(),
                  progress=False)
-    state = vi.init(P0, OPT, E.STL())
+    state = vi.init(P0, MF, OPT, E.STL())
     keys = jax.random.split(jax.random.split(KEY)[0], 7)
     values = []
     for k in keys:
@@ -37,8 +37,14 @@ def test_fit_is_init_then_step_with_the_split_keys():
     assert int(res.state.step) == 7 and res.diagnostics is None
 
 
+def test_init_takes_a_plain_tuple_and_step_keeps_its_structure():
+    state = vi.init((jnp.zeros(3), jnp.zeros(3)), MF, OPT, E.Reparam())
+    new, _ = vi.step(KEY, state, MODEL.log_joint, MF, OPT)
+    assert type(new.params).__name__ == "GaussianParams"
+
+
 def test_a_step_is_the_optimizer_update_along_the_estimate():
-    state = vi.init(P0, OPT, E.Reparam())
+    state = vi.init(P0, MF, OPT, E.Reparam())
     new, info = vi.step(KEY, state, MODEL.log_joint, MF, OPT)
     est = E.estimate(KEY, P0, MODEL.log_joint, MF)
     updates, _ = OPT.update(jax.tree.map(jnp.negative, est.grad), OPT.init(P0), P0)

@@ -4,8 +4,8 @@ their moments, covariance and signal-to-noise ratio, per parameter group.
 Per-sample gradients are ``vmap`` of a gradient function over split keys (in chunks through
 ``lax.map`` to bound memory), so a variance study is a reduction, not a loop (the shape of
 Optax's old ``monte_carlo`` module). :func:`gradient_samples` takes any
-``grad_fn(key, params) -> pytree``: an estimator's (:func:`vijax.estimators.gradient`'s
-``raw``), a VAE's loss gradient, or your own.
+``grad_fn(key, params) -> pytree``: an estimator's (``lambda k, p: fn.raw(k, p, state).grad``
+with ``fn = vijax.estimators.gradient(...)``), a VAE's loss gradient, or your own.
 """
 
 from __future__ import annotations
@@ -104,11 +104,18 @@ def scores(key: Array, params: Any, family: Any, num_samples: int) -> Any:
     check_key("key", key)
     n = check_int("num_samples", num_samples, minimum=1)
     params = family.check(params)
+    return gradient_samples(key, _score_fn(family), params, n)
+
+
+@functools.lru_cache(maxsize=64)
+def _score_fn(family: Any) -> Callable:
+    """``(key, params) -> grad log q(z)`` at a draw ``z`` held fixed; one object per family so
+    that :func:`gradient_samples` compiles once."""
 
     def one(k, p):
         return family.log_prob(p, jax.lax.stop_gradient(family.sample(k, p)))
 
-    return gradient_samples(key, jax.grad(one, argnums=1), params, n)
+    return jax.grad(one, argnums=1)
 
 
 def flatten_gradients(per_sample_grads: Any) -> Array:

@@ -32,10 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vijax._checks import check_int, check_key
+from vijax._checks import check_int, check_key, check_optimizer
 from vijax.diagnostics import gradient_moments, gradient_samples
-from vijax.estimators import ELBO, Estimator, gradient
-from vijax.estimators._surrogate import GradientFn
+from vijax.estimators import ELBO, Estimator, GradientFn, Reparam, gradient
 
 __all__ = ["VIState", "StepInfo", "Diagnostics", "VIResult", "init", "step", "fit"]
 
@@ -81,20 +80,17 @@ class VIResult(NamedTuple):
     diagnostics: Diagnostics | None
 
 
-def _check_optimizer(optimizer: Any) -> None:
-    if not (callable(getattr(optimizer, "init", None))
-            and callable(getattr(optimizer, "update", None))):
-        raise ValueError("optimizer must be an optax.GradientTransformation (e.g. "
-                         f"optax.adam(1e-2)); got {type(optimizer).__name__}")
-
-
-def init(params: Any, optimizer: optax.GradientTransformation,
+def init(params: Any, family: Any, optimizer: optax.GradientTransformation,
          estimator: Estimator) -> VIState:
-    """The state at step 0: ``params``, ``optimizer.init(params)``, the estimator's state."""
-    _check_optimizer(optimizer)
+    """The state at step 0: the family's checked ``params`` (tuples and lists made its
+    parameter type), ``optimizer.init(params)``, the estimator's state."""
+    check_optimizer("optimizer", optimizer)
     if not isinstance(estimator, Estimator):
         raise ValueError(f"estimator must be an estimator object (Reparam(), STL(), ...); got "
                          f"{estimator!r}")
+    if not callable(getattr(family, "check", None)) or isinstance(family, type):
+        raise ValueError(f"family must be a vijax family object; got {family!r}")
+    params = family.check(params)
     return VIState(params, optimizer.init(params), estimator.init_state(),
                    jnp.zeros((), jnp.int32))
 
@@ -113,10 +109,12 @@ def step(key: jax.Array, state: VIState, log_joint: Callable, family: Any,
          estimator: Estimator | None = None) -> tuple[VIState, StepInfo]:
     """One optimizer step along the estimator's gradient of the objective (ascent).
 
-    Checked on the caller's values, then jitted (cached per model and settings).
+    Structure, shapes and dtypes are checked (not the values: no copy to the host), then a
+    jitted step runs, compiled once per (``log_joint``, family, optimizer, objective,
+    estimator): pass the same function objects in a loop, not a new lambda each step.
     """
     check_key("key", key)
-    _check_optimizer(optimizer)
+    check_optimizer("optimizer", optimizer)
     grad_fn = gradient(log_joint, family, objective=objective, estimator=estimator)
     params, estimator_state = grad_fn.check(key, state.params, state.estimator_state)
     state = state._replace(params=params, estimator_state=estimator_state)
@@ -181,20 +179,18 @@ def fit(key: jax.Array, params: Any, log_joint: Callable, family: Any,
     Returns:
       :class:`VIResult` ``(state, values (num_steps,), diagnostics)``.
     """
-    from vijax.estimators._surrogate import _default
-
     check_key("key", key)
-    _check_optimizer(optimizer)
+    check_optimizer("optimizer", optimizer)
     n = check_int("num_steps", num_steps, minimum=1)
     every = None if diagnostics_every is None else check_int("diagnostics_every",
                                                              diagnostics_every, minimum=1)
     r = check_int("num_replicates", num_replicates, minimum=2)
     check_int("group_depth", group_depth, minimum=1)
-    estimator = _default(estimator)
+    estimator = Reparam() if estimator is None else estimator
     grad_fn = gradient(log_joint, family, objective=objective, estimator=estimator)
-    params, _ = grad_fn.check(key, params, estimator.init_state())
+    params, _ = grad_fn.check(key, params, estimator.init_state(), values=True)
     # the chunks donate the state's buffers: never the caller's arrays
-    state = init(jax.tree.map(jnp.array, params), optimizer, estimator)
+    state = init(jax.tree.map(jnp.array, params), family, optimizer, estimator)
 
     chunk = every or max(1, math.ceil(n / 100))
     step_key, diag_key = jax.random.split(key)

@@ -108,6 +108,9 @@ def check_setup(log_joint: Any, family: Any, objective: Any, estimator: Any) -> 
     if not callable(log_joint):
         raise ValueError("log_joint must be a callable z -> log p(x, z); got "
                          f"{type(log_joint).__name__}")
+    if isinstance(family, type):
+        raise ValueError(f"family must be a family object, e.g. {family.__name__}(); got the "
+                         f"class {family.__name__}")
     for method in ("sample", "log_prob", "sample_and_log_prob", "check", "batch_shape"):
         if not callable(getattr(family, method, None)):
             raise ValueError(f"family must be a vijax family (MeanFieldGaussian(), "
@@ -116,6 +119,11 @@ def check_setup(log_joint: Any, family: Any, objective: Any, estimator: Any) -> 
     check_estimator(objective, estimator, family)
     objective.check_log_joint(log_joint)
     objective.check_family(family, log_joint)
+    ndim = getattr(log_joint, "event_ndim", None)
+    if ndim is not None and ndim != getattr(family, "event_ndim", ndim):
+        raise ValueError(f"log_joint's prior has event_ndim = {ndim} but the family's is "
+                         f"{family.event_ndim}: pass StandardNormalPrior(..., event_ndim="
+                         f"{family.event_ndim})")
 
 
 def check_estimator(objective: Any, estimator: Any, family: Any) -> None:
@@ -129,6 +137,12 @@ def check_estimator(objective: Any, estimator: Any, family: Any) -> None:
         raise ValueError("estimator must be Reparam(), STL(), DReG(), Score(baseline=...) or "
                          f"ScoreControlVariate(); got {estimator!r}{hint}")
     estimator.check(objective, family)
+
+
+def check_state(estimator: Estimator, state: Any) -> Any:
+    """``state`` has the structure of ``estimator.init_state()`` (``None``: the initial state,
+    refused when the estimator carries one)."""
+    return _check_state(estimator, state)
 
 
 def _check_state(estimator: Estimator, state: Any) -> Any:
@@ -150,7 +164,8 @@ def _check_log_joint_output(log_joint: Callable, family: Any, objective: Any,
     leaves, treedef = jax.tree.flatten(params)
     sig = (log_joint, family, objective, treedef,
            tuple((tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves))
-    if _hashable(*sig):
+    tracing = any(isinstance(x, jax.core.Tracer) for x in leaves)
+    if _hashable(*sig) and not tracing:  # a closure over tracers must not outlive its trace
         _probe_cached(*sig)
     else:
         _probe(*sig)
@@ -174,12 +189,15 @@ def _probe(log_joint, family, objective, treedef, leaf_sigs) -> None:
         kind = "a scalar" if batch == () else f"shape {batch} (one value per data point)"
         raise ValueError(f"{what} must return {kind} for one draw z of shape {z.shape}; got "
                          f"{getattr(out, 'shape', type(out).__name__)}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"{what} must return floating-point log densities; got dtype "
+                         f"{out.dtype} (its gradient would be zero)")
 
 
 def _check_call(key: Any, params: Any, log_joint: Callable, family: Any, objective: Any,
-                estimator: Estimator, state: Any) -> tuple[Any, Any]:
+                estimator: Estimator, state: Any, values: bool = True) -> tuple[Any, Any]:
     check_key("key", key)
-    params = family.check(params)
+    params = family.check(params, values=values)
     _check_log_joint_output(log_joint, family, objective, params)
     return params, _check_state(estimator, state)
 
@@ -257,7 +275,8 @@ class GradientFn(NamedTuple):
 
     Attributes:
       raw: the jitted ``(key, params, state) -> Estimate`` without per-call checks, for use
-        inside ``jit``/``vmap``/``scan`` (e.g. :func:`vijax.diagnostics.gradient_samples`).
+        inside ``jit``/``vmap``/``scan``; per-sample gradients are
+        ``gradient_samples(key, lambda k, p: fn.raw(k, p, state).grad, params, n)``.
     """
 
     raw: Callable
@@ -266,10 +285,13 @@ class GradientFn(NamedTuple):
     objective: Any
     estimator: Estimator
 
-    def check(self, key: Array, params: Any, state: Any = None) -> tuple[Any, Any]:
-        """The per-call checks: returns the checked ``params`` and ``state``."""
+    def check(self, key: Array, params: Any, state: Any = None,
+              values: bool = False) -> tuple[Any, Any]:
+        """The per-call checks (structure, shapes, dtypes; finiteness of the parameters only
+        with ``values``, which copies them to the host): the checked ``params`` and
+        ``state``."""
         return _check_call(key, params, self.log_joint, self.family, self.objective,
-                           self.estimator, state)
+                           self.estimator, state, values)
 
     def __call__(self, key: Array, params: Any, state: Any = None) -> Estimate:
         params, state = self.check(key, params, state)
@@ -297,6 +319,9 @@ def gradient(log_joint: Callable, family: Any, *, objective: Any = ELBO(),
 def estimate(key: Array, params: Any, log_joint: Callable, family: Any, *,
              objective: Any = ELBO(), estimator: Estimator | None = None,
              state: Any = None) -> Estimate:
-    """One gradient estimate: ``gradient(log_joint, family, ...)(key, params, state)``."""
-    return gradient(log_joint, family, objective=objective, estimator=estimator)(key, params,
-                                                                                  state)
+    """One gradient estimate: ``gradient(log_joint, family, ...)(key, params, state)``, with the
+    parameters' values checked too. Compiled once per (``log_joint``, family, objective,
+    estimator): a new lambda per call compiles again, so pass the same function in a loop."""
+    fn = gradient(log_joint, family, objective=objective, estimator=estimator)
+    params, state = fn.check(key, params, state, values=True)
+    return fn.raw(key, params, state)

@@ -18,8 +18,9 @@ the other ``k - 1`` draws of the step:
 (0 where the denominator is 0), so each draw's coefficient is independent of it and the
 estimator stays unbiased. For an amortised family the coefficients live on the family's
 parameters (pooled over the batch), and the chain rule carries ``p - c s`` to the network's
-weights. The per-draw ``p_j`` and ``s_j`` come from one extra backward pass each
-(the family's parameters are copied once per draw). ELBO with ``kl="mc"``, ``k >= 2``.
+weights. The per-draw ``p_j`` and ``s_j`` come from backward passes on one copy of the family's
+parameters per draw: the model is evaluated twice (once for the coefficients, once for the
+surrogate); the score costs only the family. ELBO with ``kl="mc"``, ``k >= 2``.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def _fwd(log_weights, z, *consts):
 def _bwd(log_weights, residuals, cotangent):
     pullback, w_norm = residuals
     d_z, *d_consts = pullback(cotangent)
-    w = w_norm.reshape(w_norm.shape + (1,) * (d_z.ndim - w_norm.ndim))
+    w = w_norm.astype(d_z.dtype).reshape(w_norm.shape + (1,) * (d_z.ndim - w_norm.ndim))
     return (d_z * w, *d_consts)
 
 

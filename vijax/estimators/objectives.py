@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from vijax._checks import check_int
+from vijax.families import GaussianParams, MeanFieldGaussian
 
 Array = jax.Array
 
@@ -38,8 +39,6 @@ __all__ = ["ELBO", "IWAE", "Expectation", "StandardNormalPrior", "UniformPrior",
 
 #: Values of ``ELBO(kl=...)``.
 KL_CHOICES = ("mc", "entropy", "analytic")
-
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +51,18 @@ class StandardNormalPrior:
     """
 
     log_likelihood: Callable[[Array], Array]
+    event_ndim: int = 1
 
     def __post_init__(self) -> None:
         if not callable(self.log_likelihood):
             raise ValueError("log_likelihood must be a callable z -> log p(x|z); got "
                              f"{type(self.log_likelihood).__name__}")
+        check_int("event_ndim", self.event_ndim, minimum=0)
 
     def __call__(self, z: Array) -> Array:
-        return self.log_likelihood(z) - 0.5 * jnp.sum(_LOG_2PI + jnp.square(z), axis=-1)
+        family = MeanFieldGaussian(self.event_ndim)
+        standard = GaussianParams(jnp.zeros((), z.dtype), jnp.zeros((), z.dtype))
+        return self.log_likelihood(z) + family.log_prob(standard, z)
 
     @staticmethod
     def kl(family: Any, params: Any) -> Array:

@@ -14,7 +14,8 @@ not depend on ``z_i``, which keeps the estimator unbiased (``E[grad log q] = 0``
   the estimator's state (Williams 1992; the NVIL baseline's constant part, Mnih and Gregor
   2014);
 - :class:`LeaveOneOut`: from the other ``k - 1`` draws of the same step: RLOO for the ELBO
-  (Kool, van Hoof, Welling 2019), VIMCO for IWAE (Mnih and Rezende 2016); ``k >= 2``.
+  (Kool, van Hoof, Welling 2019), VIMCO for IWAE (Mnih and Rezende 2016); ``k >= 2``;
+- :class:`Learned`: an input-dependent baseline network fitted to the signal (NVIL).
 
 The surrogate keeps the objective's value: the score part is added as
 ``(log q - stop_gradient(log q))``, zero in value.
@@ -23,15 +24,18 @@ The surrogate keeps the objective's value: the score part is added as
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from vijax._checks import check_scalar
+from vijax._checks import check_int, check_scalar
+from vijax.estimators._mlp import MLPParams, mlp_apply, mlp_init
 from vijax.estimators._surrogate import Estimator, Surrogate, over_draws
 
-__all__ = ["Score", "MovingAverage", "LeaveOneOut", "MovingAverageState"]
+__all__ = ["Score", "MovingAverage", "LeaveOneOut", "MovingAverageState", "Learned",
+           "LearnedState"]
 
 
 class MovingAverageState(NamedTuple):
@@ -58,7 +62,7 @@ class MovingAverage:
     def init_state(self) -> MovingAverageState:
         return MovingAverageState(jnp.zeros(()), jnp.zeros((), jnp.int32))
 
-    def __call__(self, objective, log_p, log_q, signals, state):
+    def __call__(self, objective, log_p, log_q, signals, state, params, family):
         mean = jnp.mean(signals)
         started = state.count > 0
         baseline = jnp.where(started, state.mean, 0.0).astype(signals.dtype)
@@ -75,11 +79,69 @@ class LeaveOneOut:
     def init_state(self) -> tuple:
         return ()
 
-    def __call__(self, objective, log_p, log_q, signals, state):
+    def __call__(self, objective, log_p, log_q, signals, state, params, family):
         return objective.leave_one_out(log_p, log_q), state
 
 
-BASELINES = (MovingAverage, LeaveOneOut)
+class LearnedState(NamedTuple):
+    """The baseline network's parameters and its optimizer's state."""
+
+    params: MLPParams
+    opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Learned:
+    """An input-dependent baseline ``b(x) = r_psi(params of q(z|x))``, a one-hidden-layer network
+    on the family's (stopped) parameters, fitted to the learning signal by least squares with
+    ``optimizer`` at every step (NVIL, Mnih and Gregor 2014, whose baseline reads ``x``; here it
+    reads ``x`` through the encoder's output, which needs no access to the data).
+
+    Attributes:
+      optimizer: an Optax optimizer for ``psi`` (e.g. ``optax.adam(1e-3)``).
+      num_inputs: the size of one factor's parameters (the event size of the logits).
+      hidden: hidden units.
+      seed: of the initial weights (the output layer starts at zero).
+    """
+
+    optimizer: Any = None
+    num_inputs: int = 0
+    hidden: int = 64
+    seed: int = 0
+    min_samples = 1
+
+    def __post_init__(self) -> None:
+        if not (callable(getattr(self.optimizer, "init", None))
+                and callable(getattr(self.optimizer, "update", None))):
+            raise ValueError("optimizer must be an optax.GradientTransformation for the "
+                             f"baseline (e.g. optax.adam(1e-3)); got {self.optimizer!r}")
+        check_int("num_inputs", self.num_inputs, minimum=1)
+        check_int("hidden", self.hidden, minimum=1)
+
+    def init_state(self) -> LearnedState:
+        p = mlp_init(self.seed, self.num_inputs, self.hidden)
+        return LearnedState(p, self.optimizer.init(p))
+
+    def __call__(self, objective, log_p, log_q, signals, state, params, family):
+        inputs = jax.lax.stop_gradient(jax.tree.leaves(params)[0])
+        event_ndim = inputs.ndim - len(family.batch_shape(params))
+        size = math.prod(inputs.shape[inputs.ndim - event_ndim:])
+        if size != self.num_inputs:
+            raise ValueError(f"Learned(num_inputs={self.num_inputs}) does not match the family's "
+                             f"parameters: one factor has {size} values")
+
+        def fit(p):
+            b = mlp_apply(p, inputs, event_ndim)
+            return jnp.mean(jnp.square(signals - b))
+
+        baseline = mlp_apply(state.params, inputs, event_ndim)
+        updates, opt_state = self.optimizer.update(jax.grad(fit)(state.params), state.opt_state,
+                                                   state.params)
+        new = jax.tree.map(lambda a, u: a + u, state.params, updates)
+        return jnp.broadcast_to(baseline, signals.shape), LearnedState(new, opt_state)
+
+
+BASELINES = (MovingAverage, LeaveOneOut, Learned)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +154,8 @@ class Score(Estimator):
 
     def __post_init__(self) -> None:
         if self.baseline is not None and not isinstance(self.baseline, BASELINES):
-            raise ValueError("baseline must be None, MovingAverage(decay) or LeaveOneOut(); "
-                             f"got {self.baseline!r}")
+            raise ValueError("baseline must be None, MovingAverage(decay), LeaveOneOut() or "
+                             f"Learned(optimizer, num_inputs); got {self.baseline!r}")
 
     def check(self, objective, family) -> None:
         super().check(objective, family)
@@ -115,7 +177,7 @@ class Score(Estimator):
         if self.baseline is None:
             baseline = jnp.zeros_like(signals)
         else:
-            baseline, state = self.baseline(objective, lp, lq, signals, state)
+            baseline, state = self.baseline(objective, lp, lq, signals, state, params, family)
         advantage = jax.lax.stop_gradient(signals - baseline)
         score_part = weight * jnp.sum(advantage * (log_q - lq), axis=0)
         return Surrogate(value, value + score_part, state)

@@ -73,13 +73,14 @@ class _Discrete:
     def __post_init__(self) -> None:
         check_int("event_ndim", self.event_ndim, minimum=self.min_event_ndim)
 
-    def check(self, params: Any, name: str = "params") -> Array:
+    def check(self, params: Any, name: str = "params", values: bool = True) -> Array:
         shape = shape_of(name, params)
         if len(shape) < self.event_ndim:
             raise ValueError(f"{name} (logits) must have at least event_ndim = "
                              f"{self.event_ndim} axes; got shape {shape}")
         check_floating(name, params)
-        check_finite(name, params)
+        if values:
+            check_finite(name, params)
         return jnp.asarray(params)
 
     def batch_shape(self, params: Array) -> tuple[int, ...]:
@@ -151,12 +152,12 @@ class Categorical(_Discrete):
 
     min_event_ndim = 1
 
-    def check(self, params: Any, name: str = "params") -> Array:
-        params = super().check(params, name)
-        if params.shape[-1] < 2:
+    def check(self, params: Any, name: str = "params", values: bool = True) -> Array:
+        shape = shape_of(name, params)
+        if shape and shape[-1] < 2:
             raise ValueError(f"{name} (logits) must have at least 2 categories on the last "
-                             f"axis; got shape {params.shape}")
-        return params
+                             f"axis; got shape {shape}")
+        return super().check(params, name, values)
 
     def relaxed_noise(self, key: Array, params: Array,
                       sample_shape: int | Sequence[int] = ()) -> Array:
@@ -215,8 +216,8 @@ class RelaxedBernoulli:
     def _exact(self) -> Bernoulli:
         return Bernoulli(self.event_ndim)
 
-    def check(self, params: Any, name: str = "params") -> Array:
-        return self._exact().check(params, name)
+    def check(self, params: Any, name: str = "params", values: bool = True) -> Array:
+        return self._exact().check(params, name, values)
 
     def batch_shape(self, params: Array) -> tuple[int, ...]:
         return self._exact().batch_shape(params)
@@ -259,8 +260,8 @@ class RelaxedCategorical:
     def _exact(self) -> Categorical:
         return Categorical(self.event_ndim)
 
-    def check(self, params: Any, name: str = "params") -> Array:
-        return self._exact().check(params, name)
+    def check(self, params: Any, name: str = "params", values: bool = True) -> Array:
+        return self._exact().check(params, name, values)
 
     def batch_shape(self, params: Array) -> tuple[int, ...]:
         return self._exact().batch_shape(params)

@@ -75,7 +75,7 @@ class MeanFieldGaussian:
                              f"{scale.shape}")
         return GaussianParams(loc, jnp.log(jnp.broadcast_to(scale, loc.shape)))
 
-    def check(self, params: Any, name: str = "params") -> GaussianParams:
+    def check(self, params: Any, name: str = "params", values: bool = True) -> GaussianParams:
         if not isinstance(params, GaussianParams):
             if isinstance(params, tuple | list) and len(params) == 2:
                 params = GaussianParams(*params)
@@ -92,7 +92,8 @@ class MeanFieldGaussian:
                              f"axes; got shape {loc_shape}")
         for field in GaussianParams._fields:
             check_floating(f"{name}.{field}", getattr(params, field))
-            check_finite(f"{name}.{field}", getattr(params, field))
+            if values:
+                check_finite(f"{name}.{field}", getattr(params, field))
         return GaussianParams(*(jnp.asarray(p) if isinstance(p, list) else p for p in params))
 
     def batch_shape(self, params: GaussianParams) -> tuple[int, ...]:
@@ -193,7 +194,7 @@ class FullRankGaussian:
                                               jnp.eye(d, dtype=loc.dtype))
         return FullRankParams(loc, raw)
 
-    def check(self, params: Any, name: str = "params") -> FullRankParams:
+    def check(self, params: Any, name: str = "params", values: bool = True) -> FullRankParams:
         if not isinstance(params, FullRankParams):
             if isinstance(params, tuple | list) and len(params) == 2:
                 params = FullRankParams(*params)
@@ -210,7 +211,8 @@ class FullRankGaussian:
                              f"shape {got}")
         for field in FullRankParams._fields:
             check_floating(f"{name}.{field}", getattr(params, field))
-            check_finite(f"{name}.{field}", getattr(params, field))
+            if values:
+                check_finite(f"{name}.{field}", getattr(params, field))
         return FullRankParams(*(jnp.asarray(p) if isinstance(p, list) else p for p in params))
 
     def batch_shape(self, params: FullRankParams) -> tuple[int, ...]:

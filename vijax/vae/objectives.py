@@ -32,6 +32,7 @@ from vijax.estimators import (
     Reparam,
     StandardNormalPrior,
     check_estimator,
+    check_state,
     over_draws,
 )
 from vijax.estimators.objectives import KL_CHOICES
@@ -91,7 +92,7 @@ def check_training(objective: Any, estimator: Any) -> None:
 
 def loss(key: jax.Array, model: nn.Module, params: dict, x: jax.Array, *,
          objective: Any = ELBO(kl="analytic"), estimator: Estimator = Reparam(),
-         state: Any = ()) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+         state: Any = None) -> tuple[jax.Array, tuple[jax.Array, Any]]:
     """The training loss ``-mean_b surrogate_b`` and ``(mean_b objective_b, new state)``.
 
     ``jax.grad`` of it (``has_aux=True``) is minus the estimator's gradient of the batch-mean
@@ -100,6 +101,7 @@ def loss(key: jax.Array, model: nn.Module, params: dict, x: jax.Array, *,
     check_key("key", key)
     check_batch(x, model)
     check_training(objective, estimator)
+    state = check_state(estimator, state)
     q = variational_params(model, params, x)
     out = estimator.surrogate(key, q, log_joint(model, params, x), FAMILY, objective, state)
     return -jnp.mean(out.surrogate), (jnp.mean(out.value), out.state)
@@ -107,7 +109,7 @@ def loss(key: jax.Array, model: nn.Module, params: dict, x: jax.Array, *,
 
 def bound_gradient(key: jax.Array, model: nn.Module, params: dict, x: jax.Array, *,
                    objective: Any = ELBO(kl="analytic"), estimator: Estimator = Reparam(),
-                   state: Any = ()) -> tuple[jax.Array, dict, Any]:
+                   state: Any = None) -> tuple[jax.Array, dict, Any]:
     """The batch-mean objective, the estimator's gradient of it (ascent direction; a pytree
     like ``params``: ``["encoder"]`` and ``["decoder"]``) and the estimator's new state.
 

@@ -36,7 +36,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vijax._checks import check_images, check_int, check_key, check_pixels
+from vijax._checks import check_images, check_int, check_key, check_optimizer, check_pixels
 from vijax.data.mnist import BINARIZATIONS
 from vijax.estimators import ELBO, Estimator, Reparam
 from vijax.vae import checkpoints
@@ -87,17 +87,15 @@ def _raw_key(key: jax.Array) -> jax.Array:
     return jnp.asarray(key, jnp.uint32)
 
 
-def _check_state(state: Any) -> None:
+def _check_state(state: Any, estimator: Any = None) -> None:
     if not isinstance(state, TrainState):
         raise ValueError("state must be a vijax.vae.TrainState from vijax.vae.init; got "
                          f"{type(state).__name__}")
-
-
-def _check_optimizer(optimizer: Any) -> None:
-    if not (callable(getattr(optimizer, "init", None))
-            and callable(getattr(optimizer, "update", None))):
-        raise ValueError("optimizer must be an optax.GradientTransformation (the course's: "
-                         f"optax.adam(1e-3)); got {type(optimizer).__name__}")
+    if isinstance(estimator, Estimator) and jax.tree.structure(
+            state.estimator_state) != jax.tree.structure(estimator.init_state()):
+        raise ValueError(f"state.estimator_state does not belong to estimator {estimator!r}: "
+                         "pass the estimator to vijax.vae.init(key, model, optimizer, "
+                         "estimator)")
 
 
 def init(key: jax.Array, model: VAE, optimizer: optax.GradientTransformation,
@@ -107,7 +105,7 @@ def init(key: jax.Array, model: VAE, optimizer: optax.GradientTransformation,
     if not isinstance(model, VAE):
         raise ValueError(f"model must be a vijax.vae.VAE (e.g. VAE(VAEConfig())); got "
                          f"{model!r}")
-    _check_optimizer(optimizer)
+    check_optimizer("optimizer", optimizer)
     if not isinstance(estimator, Estimator):
         raise ValueError(f"estimator must be an estimator object (Reparam(), STL(), ...); got "
                          f"{estimator!r}")
@@ -142,11 +140,11 @@ def train_step(state: TrainState, x: jax.Array, *, model: VAE,
     """One optimiser step on the batch ``x`` ``(B, P)``; returns the new state and the loss
     (minus the batch-mean objective). ``state``'s buffers are donated. ``x``'s shape and dtype
     are checked, not its values (that would copy every batch to the host)."""
-    _check_state(state)
     check_model(model)
     check_pixels("x", x, model.config.input_dim, values=False)
-    _check_optimizer(optimizer)
+    check_optimizer("optimizer", optimizer)
     check_training(objective, estimator)
+    _check_state(state, estimator)
     return _train_step(state, x, model=model, optimizer=optimizer, objective=objective,
                        estimator=estimator)
 
@@ -210,12 +208,12 @@ def train_epoch(state: TrainState, images: jax.Array, *, model: VAE,
     Returns:
         The new state and the ``(N // batch_size,)`` per-step losses.
     """
-    _check_state(state)
     check_model(model)
     check_pixels("images", images, model.config.input_dim, values=False)
     batch_size = check_int("batch_size", batch_size, minimum=1, maximum=images.shape[0])
-    _check_optimizer(optimizer)
+    check_optimizer("optimizer", optimizer)
     check_training(objective, estimator)
+    _check_state(state, estimator)
     mesh = make_mesh() if mesh is None else mesh
     if not isinstance(mesh, Mesh) or batch_size % mesh.size:
         raise ValueError(f"mesh must be a jax.sharding.Mesh whose size divides batch_size "
@@ -293,13 +291,17 @@ def load_checkpoint(workdir: str | Path, optimizer: optax.GradientTransformation
     states (the run's own: a stateless estimator other than ``Reparam()`` restores the same).
     """
     workdir = Path(workdir)
-    _check_optimizer(optimizer)
+    check_optimizer("optimizer", optimizer)
     if epoch is not None:
         check_int("epoch", epoch, minimum=0)
     meta = checkpoints.read_meta(workdir) if workdir.is_dir() else None
     if meta is None:
         raise ValueError(f"workdir {workdir} holds no {checkpoints.META}; not a vijax VAE "
                          "checkpoint folder")
+    if meta.get("estimator") != repr(estimator):
+        raise ValueError(f"workdir {workdir} was trained with estimator={meta.get('estimator')}; "
+                         f"pass that estimator to load_checkpoint (got {estimator!r}): its state "
+                         "is part of the checkpoint")
     model = VAE(_config_from(workdir, meta))
     template = init(jax.random.PRNGKey(0), model, optimizer, estimator)
     mesh = make_mesh(jax.local_devices()[:1])
@@ -361,7 +363,7 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
     if batch_size > images.shape[0]:
         raise ValueError(f"batch_size must be <= the number of training images "
                          f"({images.shape[0]}); got {batch_size}")
-    _check_optimizer(optimizer)
+    check_optimizer("optimizer", optimizer)
     check_training(objective, estimator)
     if binarization not in BINARIZATIONS:
         raise ValueError(f"binarization must be one of {BINARIZATIONS}; got {binarization!r}")
