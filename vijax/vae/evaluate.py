@@ -22,7 +22,14 @@ import numpy as np
 from vijax._checks import check_finite, check_images, check_int, check_key, check_shape
 from vijax.estimators.objectives import KL_CHOICES
 from vijax.vae.models import VAE
-from vijax.vae.objectives import check_model, elbo, iwae_bound
+from vijax.vae.objectives import (
+    check_model,
+    elbo,
+    family,
+    iwae_bound,
+    posterior_mean,
+    prior_params,
+)
 
 __all__ = ["negative_elbo_dataset", "iwae_nll", "reconstruction_grid", "sample_grid",
            "save_grid", "plot_training_curve"]
@@ -100,7 +107,7 @@ def _tile(images: np.ndarray, rows: int, cols: int, side: int = 28) -> np.ndarra
 
 
 def reconstruction_grid(model: VAE, params: Any, images: Any, columns: int = 10) -> np.ndarray:
-    """Originals (top row) above their reconstructions ``sigmoid(g(mu(x)))`` (bottom row).
+    """Originals (top row) above their reconstructions ``sigmoid(g(E_q[z|x]))`` (bottom row).
 
     Returns:
         ``(56, 28 * columns)`` grey levels in ``[0, 1]``.
@@ -108,18 +115,18 @@ def reconstruction_grid(model: VAE, params: Any, images: Any, columns: int = 10)
     check_model(model)
     columns = check_int("columns", columns, 1)
     x = check_images("images", images, model.config.input_dim)[:columns]
-    mean, _ = model.apply({"params": params}, jnp.asarray(x), method="encode")
+    mean = posterior_mean(model, params, jnp.asarray(x))
     recon = jax.nn.sigmoid(model.apply({"params": params}, mean, method="decode"))
     return _tile(np.concatenate([x, np.asarray(recon)]), 2, x.shape[0])
 
 
 def sample_grid(key: jax.Array, model: VAE, params: Any, rows: int = 5,
                 columns: int = 10) -> np.ndarray:
-    """Decoded draws from the prior: ``sigmoid(g(z))``, ``z ~ N(0, I)``, as a grid."""
+    """Decoded draws from the prior: ``sigmoid(g(z))``, ``z ~ p(z)``, as a grid."""
     check_key("key", key)
     check_model(model)
     rows, columns = check_int("rows", rows, 1), check_int("columns", columns, 1)
-    z = jax.random.normal(key, (rows * columns, model.config.latent_dim))
+    z = family(model).sample(key, prior_params(model, rows * columns))
     probs = jax.nn.sigmoid(model.apply({"params": params}, z, method="decode"))
     return _tile(np.asarray(probs), rows, columns)
 

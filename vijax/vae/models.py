@@ -1,7 +1,12 @@
-"""Flax modules of the VAE (``docs/MODEL.md`` section 2): a Gaussian encoder, a Bernoulli decoder.
+"""Flax modules of the VAE (``docs/MODEL.md`` section 2): an encoder, a Bernoulli decoder.
 
-    (mu, log sigma^2) = f(x)          q(z|x) = N(mu, diag sigma^2)
+    (mu, log sigma^2) = f(x)          q(z|x) = N(mu, diag sigma^2)       (latent="gaussian")
+    l = f(x)                          q(z|x) = Bernoulli(sigmoid(l))     (latent="bernoulli")
+    l = f(x), (D, K)                  q(z|x) = Categorical(softmax(l))   (latent="categorical")
     logits = g(z)                     p(x_i|z) = Bernoulli(sigmoid(logits_i))
+
+The discrete latents are those of Jang, Gu and Poole (2017): 200 Bernoulli units, or 20
+ten-way categorical variables (one-hot, flattened into the decoder), each with a uniform prior.
 
 The default :class:`VAEConfig` is the course's network: encoder 784-400-400 with
 LeakyReLU(0.2) into a 200-d mean and a 200-d log-variance; decoder 200-400-400-784 giving
@@ -11,6 +16,7 @@ logits (the sigmoid is applied inside the likelihood, never explicitly).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -19,12 +25,15 @@ import jax.numpy as jnp
 
 from vijax._checks import check_int, check_scalar
 
-__all__ = ["VAEConfig", "Encoder", "Decoder", "VAE", "ACTIVATIONS", "matmul_flops"]
+__all__ = ["VAEConfig", "Encoder", "Decoder", "VAE", "ACTIVATIONS", "LATENTS", "matmul_flops"]
 
 
 def _leaky_relu(x: jax.Array, negative_slope: float) -> jax.Array:
     return jnp.where(x >= 0, x, negative_slope * x)
 
+
+#: Latent kinds accepted by :class:`VAEConfig`.
+LATENTS = ("gaussian", "bernoulli", "categorical")
 
 #: Activation names accepted by :class:`VAEConfig`.
 ACTIVATIONS: dict[str, Callable[[jax.Array, float], jax.Array]] = {
@@ -47,6 +56,9 @@ class VAEConfig:
         latent_dim: ``D``, the size of ``z``.
         activation: a name in :data:`ACTIVATIONS`.
         negative_slope: slope of ``leaky_relu`` for negative inputs.
+        latent: a kind in :data:`LATENTS`: Gaussian ``z`` (the course's), ``latent_dim``
+            Bernoulli units, or ``latent_dim`` categorical variables of ``categories`` values.
+        categories: ``K`` of the categorical latents (``>= 2``).
     """
 
     input_dim: int = 784
@@ -54,6 +66,8 @@ class VAEConfig:
     latent_dim: int = 200
     activation: str = "leaky_relu"
     negative_slope: float = 0.2
+    latent: str = "gaussian"
+    categories: int = 10
 
     def __post_init__(self) -> None:
         check_int("VAEConfig.input_dim", self.input_dim, minimum=1)
@@ -68,6 +82,16 @@ class VAEConfig:
             raise ValueError(f"VAEConfig.activation must be one of {sorted(ACTIVATIONS)}; "
                              f"got {self.activation!r}")
         check_scalar("VAEConfig.negative_slope", self.negative_slope)
+        if self.latent not in LATENTS:
+            raise ValueError(f"VAEConfig.latent must be one of {LATENTS}; got {self.latent!r}")
+        check_int("VAEConfig.categories", self.categories, minimum=2)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape of one latent ``z``: ``(D,)``, or ``(D, K)`` for categorical latents."""
+        if self.latent == "categorical":
+            return (self.latent_dim, self.categories)
+        return (self.latent_dim,)
 
     def act(self, x: jax.Array) -> jax.Array:
         return ACTIVATIONS[self.activation](x, self.negative_slope)
@@ -81,18 +105,23 @@ class VAEConfig:
 
 
 class Encoder(nn.Module):
-    """``x (B, input_dim) -> (mean (B, D), log_var (B, D))``."""
+    """``x (B, input_dim) -> (mean (B, D), log_var (B, D))``, or the logits ``(B, D)`` /
+    ``(B, D, K)`` of discrete latents."""
 
     config: VAEConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array] | jax.Array:
+        c = self.config
         h = x
-        for i, width in enumerate(self.config.hidden):
-            h = self.config.act(nn.Dense(width, name=f"hidden_{i}")(h))
-        mean = nn.Dense(self.config.latent_dim, name="mean")(h)
-        log_var = nn.Dense(self.config.latent_dim, name="log_var")(h)
-        return mean, log_var
+        for i, width in enumerate(c.hidden):
+            h = c.act(nn.Dense(width, name=f"hidden_{i}")(h))
+        if c.latent == "gaussian":
+            mean = nn.Dense(c.latent_dim, name="mean")(h)
+            log_var = nn.Dense(c.latent_dim, name="log_var")(h)
+            return mean, log_var
+        logits = nn.Dense(math.prod(c.latent_shape), name="logits")(h)
+        return logits.reshape(logits.shape[:-1] + c.latent_shape)
 
 
 class Decoder(nn.Module):
@@ -102,7 +131,7 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
-        h = z
+        h = z.reshape(z.shape[:-2] + (-1,)) if self.config.latent == "categorical" else z
         for i, width in enumerate(reversed(self.config.hidden)):
             h = self.config.act(nn.Dense(width, name=f"hidden_{i}")(h))
         return nn.Dense(self.config.input_dim, name="logits")(h)
@@ -111,10 +140,9 @@ class Decoder(nn.Module):
 class VAE(nn.Module):
     """Encoder and decoder together. Parameters: ``{"encoder": ..., "decoder": ...}``.
 
-    ``model.apply({"params": p}, x, method="encode")`` gives ``(mean, log_var)``;
-    ``model.apply({"params": p}, z, method="decode")`` gives logits;
-    ``model.apply({"params": p}, x, eps)`` gives ``(logits, mean, log_var)`` with the
-    reparameterised ``z = mean + exp(log_var / 2) * eps``.
+    ``model.apply({"params": p}, x, method="encode")`` gives ``(mean, log_var)`` (or the
+    logits of discrete latents); ``model.apply({"params": p}, z, method="decode")`` gives the
+    pixels' logits.
     """
 
     config: VAEConfig = VAEConfig()
@@ -129,17 +157,16 @@ class VAE(nn.Module):
     def decode(self, z: jax.Array) -> jax.Array:
         return self.decoder(z)
 
-    def __call__(self, x: jax.Array, eps: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        mean, log_var = self.encode(x)
-        z = mean + jnp.exp(0.5 * log_var) * eps
-        return self.decode(z), mean, log_var
+    def __call__(self, x: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The encoder's output for ``x`` and the decoder's for ``z`` (used to initialise)."""
+        return self.encode(x), self.decode(z)
 
     def init_params(self, key: jax.Array) -> dict:
         """Fresh parameters (Flax's default initialisers), as a plain ``dict``."""
         c = self.config
         x = jnp.zeros((1, c.input_dim), jnp.float32)
-        eps = jnp.zeros((1, c.latent_dim), jnp.float32)
-        return dict(self.init(key, x, eps)["params"])
+        z = jnp.zeros((1, *c.latent_shape), jnp.float32)
+        return dict(self.init(key, x, z)["params"])
 
 
 def matmul_flops(config: VAEConfig) -> dict[str, int]:
@@ -153,9 +180,11 @@ def matmul_flops(config: VAEConfig) -> dict[str, int]:
     """
     widths = (config.input_dim, *config.hidden)
     encoder = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
-    encoder += 2 * widths[-1] * config.latent_dim
-    dec_widths = (config.latent_dim, *reversed(config.hidden), config.input_dim)
+    latent_size = math.prod(config.latent_shape)
+    heads = 2 * config.latent_dim if config.latent == "gaussian" else latent_size
+    encoder += widths[-1] * heads
+    dec_widths = (latent_size, *reversed(config.hidden), config.input_dim)
     decoder = sum(a * b for a, b in zip(dec_widths[:-1], dec_widths[1:], strict=True))
-    first = config.input_dim * (config.hidden[0] if config.hidden else 2 * config.latent_dim)
+    first = config.input_dim * (config.hidden[0] if config.hidden else heads)
     return {"encoder": 2 * encoder, "decoder": 2 * decoder,
             "train_step": 6 * (encoder + decoder) - 2 * first, "iwae_sample": 2 * decoder}

@@ -30,19 +30,30 @@ from vijax.estimators import (
     ELBO,
     Estimator,
     Reparam,
+    Score,
     StandardNormalPrior,
+    UniformPrior,
     check_estimator,
     check_state,
     over_draws,
 )
 from vijax.estimators.objectives import KL_CHOICES
-from vijax.families import GaussianParams, MeanFieldGaussian
+from vijax.families import Bernoulli, Categorical, GaussianParams, MeanFieldGaussian
 
-__all__ = ["FAMILY", "bernoulli_log_likelihood", "variational_params", "log_joint", "elbo",
-           "loss", "bound_gradient", "check_training", "log_weights", "iwae_bound"]
+__all__ = ["FAMILY", "family", "bernoulli_log_likelihood", "variational_params", "log_joint",
+           "prior_params", "posterior_mean", "elbo", "loss", "bound_gradient", "check_training",
+           "log_weights", "iwae_bound"]
 
 #: The encoder's family: a mean-field Gaussian with one batch axis (one ``q`` per image).
 FAMILY = MeanFieldGaussian()
+
+_FAMILIES = {"gaussian": FAMILY, "bernoulli": Bernoulli(), "categorical": Categorical(2)}
+
+
+def family(model: nn.Module) -> Any:
+    """The amortised family of ``model``'s latents: ``MeanFieldGaussian()``, ``Bernoulli()`` or
+    ``Categorical(event_ndim=2)`` (``D`` variables of ``K`` categories)."""
+    return _FAMILIES[model.config.latent]
 
 
 def bernoulli_log_likelihood(logits: jax.Array, x: jax.Array) -> jax.Array:
@@ -70,24 +81,48 @@ def check_batch(x: jax.Array, model: nn.Module) -> None:
     check_pixels("x", x, model.config.input_dim)
 
 
-def variational_params(model: nn.Module, params: dict, x: jax.Array) -> GaussianParams:
-    """The encoder's ``q(z|x_b)``: ``GaussianParams(mean, log_var / 2)``, each ``(B, D)``."""
-    mean, log_var = model.apply({"params": params}, x, method="encode")
-    return GaussianParams(mean, 0.5 * log_var)
+def variational_params(model: nn.Module, params: dict, x: jax.Array) -> Any:
+    """The encoder's ``q(z|x_b)``: ``GaussianParams(mean, log_var / 2)``, each ``(B, D)``, or
+    the logits ``(B, D)`` / ``(B, D, K)`` of discrete latents."""
+    out = model.apply({"params": params}, x, method="encode")
+    if model.config.latent == "gaussian":
+        mean, log_var = out
+        return GaussianParams(mean, 0.5 * log_var)
+    return out
 
 
-def log_joint(model: nn.Module, params: dict, x: jax.Array) -> StandardNormalPrior:
-    """``z (B, D) -> log p(x_b | z_b) + log N(z_b; 0, I)`` per image ``(B,)``."""
+def prior_params(model: nn.Module, batch: int) -> Any:
+    """The prior as parameters of the model's family, for ``batch`` draws: ``N(0, I)``, or zero
+    logits (uniform)."""
+    zeros = jnp.zeros((batch, *model.config.latent_shape), jnp.float32)
+    return GaussianParams(zeros, zeros) if model.config.latent == "gaussian" else zeros
+
+
+def posterior_mean(model: nn.Module, params: dict, x: jax.Array) -> jax.Array:
+    """``E_q[z|x]``: the Gaussian mean, or the probabilities of the discrete latents."""
+    q = variational_params(model, params, x)
+    if model.config.latent == "gaussian":
+        return q.loc
+    return jax.nn.sigmoid(q) if model.config.latent == "bernoulli" else jax.nn.softmax(q, -1)
+
+
+def log_joint(model: nn.Module, params: dict, x: jax.Array) -> Any:
+    """``z -> log p(x_b | z_b) + log p(z_b)`` per image ``(B,)``: a standard normal prior
+    (:class:`StandardNormalPrior`) or a uniform one over the discrete values
+    (:class:`UniformPrior`)."""
 
     def log_likelihood(z):
         return bernoulli_log_likelihood(model.apply({"params": params}, z, method="decode"), x)
 
-    return StandardNormalPrior(log_likelihood)
+    if model.config.latent == "gaussian":
+        return StandardNormalPrior(log_likelihood)
+    return UniformPrior(log_likelihood, family(model))
 
 
-def check_training(objective: Any, estimator: Any) -> None:
-    """``objective`` and ``estimator`` are estimator-layer objects that apply to the VAE."""
-    check_estimator(objective, estimator, FAMILY)
+def check_training(objective: Any, estimator: Any, model: Any = None) -> None:
+    """``objective`` and ``estimator`` are estimator-layer objects that apply to the VAE's
+    family (the Gaussian one when ``model`` is not given)."""
+    check_estimator(objective, estimator, FAMILY if model is None else family(model))
 
 
 def loss(key: jax.Array, model: nn.Module, params: dict, x: jax.Array, *,
@@ -100,10 +135,11 @@ def loss(key: jax.Array, model: nn.Module, params: dict, x: jax.Array, *,
     """
     check_key("key", key)
     check_batch(x, model)
-    check_training(objective, estimator)
+    check_training(objective, estimator, model)
     state = check_state(estimator, state)
     q = variational_params(model, params, x)
-    out = estimator.surrogate(key, q, log_joint(model, params, x), FAMILY, objective, state)
+    out = estimator.surrogate(key, q, log_joint(model, params, x), family(model), objective,
+                              state)
     return -jnp.mean(out.surrogate), (jnp.mean(out.value), out.state)
 
 
@@ -134,8 +170,9 @@ def elbo(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
     if kl not in KL_CHOICES:
         raise ValueError(f"kl must be one of {KL_CHOICES}; got {kl!r}")
     q = variational_params(model, params, x)
-    return Reparam().surrogate(key, q, log_joint(model, params, x), FAMILY, ELBO(kl=kl),
-                               ()).value
+    fam = family(model)
+    estimator = Reparam() if fam.reparameterized else Score()  # the same value
+    return estimator.surrogate(key, q, log_joint(model, params, x), fam, ELBO(kl=kl), ()).value
 
 
 def log_weights(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
@@ -144,7 +181,7 @@ def log_weights(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
 
     ``q`` is :func:`variational_params` of ``x`` (computed once per batch by the caller).
     """
-    z, log_q = FAMILY.sample_and_log_prob(key, q, num_samples)
+    z, log_q = family(model).sample_and_log_prob(key, q, num_samples)
     return over_draws(log_joint(model, params, x), z) - log_q
 
 
@@ -187,7 +224,7 @@ def iwae_bound(key: jax.Array, model: nn.Module, params: dict, x: jax.Array,
         s = s * jnp.exp(m - new_m) + jnp.sum(jnp.exp(lw - new_m), axis=0)
         return (new_m, s), None
 
-    dtype = jnp.result_type(q.loc.dtype, x.dtype)
+    dtype = jnp.result_type(jax.tree.leaves(q)[0].dtype, x.dtype)
     init = (jnp.full((batch,), -jnp.inf, dtype), jnp.zeros((batch,), dtype))
     keys = jax.random.split(key, n_chunks)
     starts = jnp.arange(n_chunks) * c

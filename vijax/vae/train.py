@@ -143,7 +143,7 @@ def train_step(state: TrainState, x: jax.Array, *, model: VAE,
     check_model(model)
     check_pixels("x", x, model.config.input_dim, values=False)
     check_optimizer("optimizer", optimizer)
-    check_training(objective, estimator)
+    check_training(objective, estimator, model)
     _check_state(state, estimator)
     return _train_step(state, x, model=model, optimizer=optimizer, objective=objective,
                        estimator=estimator)
@@ -212,7 +212,7 @@ def train_epoch(state: TrainState, images: jax.Array, *, model: VAE,
     check_pixels("images", images, model.config.input_dim, values=False)
     batch_size = check_int("batch_size", batch_size, minimum=1, maximum=images.shape[0])
     check_optimizer("optimizer", optimizer)
-    check_training(objective, estimator)
+    check_training(objective, estimator, model)
     _check_state(state, estimator)
     mesh = make_mesh() if mesh is None else mesh
     if not isinstance(mesh, Mesh) or batch_size % mesh.size:
@@ -364,7 +364,7 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
         raise ValueError(f"batch_size must be <= the number of training images "
                          f"({images.shape[0]}); got {batch_size}")
     check_optimizer("optimizer", optimizer)
-    check_training(objective, estimator)
+    check_training(objective, estimator, VAE(config))
     if binarization not in BINARIZATIONS:
         raise ValueError(f"binarization must be one of {BINARIZATIONS}; got {binarization!r}")
     test = None if test_images is None else check_images("test_images", test_images,
