@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
+import tracemalloc
+import zlib
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -150,3 +154,151 @@ def test_binarize():
     assert abs(draws.mean() - p) < 5 * np.sqrt(p * (1 - p) / n)
     other = np.asarray(binarize(np.full((n,), p), "dynamic", key=jax.random.PRNGKey(1)))
     assert np.any(draws != other)
+
+
+# --------------------------------------------------------------------------- bounded reads
+
+
+def _idx_header(dims, code=0x08) -> bytes:
+    return struct.pack(">HBB", 0, code, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
+
+
+def _peak_bytes(fn) -> tuple[int, Exception | None]:
+    """Peak Python allocation (tracemalloc) while ``fn`` runs, and what it raised."""
+    tracemalloc.start()
+    try:
+        fn()
+        raised = None
+    except Exception as e:  # noqa: BLE001 - returned to the caller, which checks it
+        raised = e
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, raised
+
+
+def test_gzip_bomb_is_rejected_reading_no_more_than_its_header_says(tmp_path):
+    """A header that says 10 images (7,856 bytes) on a stream that inflates to 64 MiB: read the
+    header, then at most the announced size plus one byte (the old reader held it all, twice)."""
+    inflated = 64 << 20
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
+    parts = [c.compress(_idx_header((10, 28, 28)))]
+    parts += [c.compress(bytes(1 << 20)) for _ in range(inflated >> 20)] + [c.flush()]
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    bomb.write_bytes(b"".join(parts))
+    peak, raised = _peak_bytes(lambda: read_idx(bomb))
+    assert isinstance(raised, ValueError)
+    assert "longer than its header says" in str(raised) and "(10, 28, 28)" in str(raised)
+    assert peak < inflated / 64, f"peak {peak / 2**20:.1f} MiB reading a 10-image header"
+
+
+def test_plain_file_longer_than_its_header_is_rejected_before_reading(tmp_path):
+    path = tmp_path / "x-idx3-ubyte"
+    path.write_bytes(_idx_header((10, 28, 28)) + bytes(16 << 20))
+    peak, raised = _peak_bytes(lambda: read_idx(path))
+    assert isinstance(raised, ValueError) and "longer than its header says" in str(raised)
+    assert peak < 1 << 20
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_header_sizes_are_exact_integers(tmp_path, gz):
+    """65536**4 bytes is 2**64: int64 arithmetic wraps it to 0, so a header-only file passed the
+    size check (then failed in reshape). Headers asking for 2**32 images of 28x28, or more, on a
+    file of 10 are refused as more than the machine holds or as truncated, without reading for
+    them."""
+    for dims, data in (((65536,) * 4, 0), ((65536,) * 4, 7840), ((2**32 - 1, 28, 28), 7840),
+                       ((2**32 - 1,) * 3, 7840)):
+        raw = _idx_header(dims) + bytes(data)
+        path = tmp_path / ("x.gz" if gz else "x")
+        path.write_bytes(gzip.compress(raw) if gz else raw)
+        peak, raised = _peak_bytes(lambda path=path: read_idx(path))
+        assert isinstance(raised, ValueError), raised
+        assert f"dimensions {dims}" in str(raised)
+        assert peak < 1 << 20
+
+
+# --------------------------------------------------------------------------- bad arguments
+
+
+@contextlib.contextmanager
+def before_any_work():
+    """Fail if JAX lowers or compiles anything, or moves host data to the device, in the block
+    (caches cleared first, so an eager operation would have to compile and be seen)."""
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if "jaxpr_to_mlir_module" in event or "backend_compile" in event:
+            events.append(event)
+
+    jax.clear_caches()
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        with jax.transfer_guard_host_to_device("disallow"):
+            yield
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert not events, f"lowered or compiled {len(events)} computation(s) before failing"
+
+
+KEY = jax.random.key(0)
+GREY = np.full((2, 784), 0.5, np.float32)
+
+
+def _bad_data_inputs():
+    rows = []
+
+    def add(ident, fn, args, kwargs, word):
+        rows.append(pytest.param(fn, args, kwargs, word, id=ident))
+
+    for what, key in [("int", 42), ("batch", jax.random.split(KEY, 3)),
+                      ("raw batch", jax.random.split(jax.random.PRNGKey(0))),
+                      ("float pair", np.zeros(2, np.float32)), ("string", "key"),
+                      ("list", [0, 1])]:
+        for method in ("round", "dynamic", "none"):
+            add(f"binarize-key-{what}-{method}", binarize, (GREY, method), {"key": key}, "key")
+    add("binarize-key-None-dynamic", binarize, (GREY, "dynamic"), {}, "key")
+    for what, images in [("above 1", np.full((2, 784), 255.0)), ("negative", -GREY),
+                         ("nan", np.full(3, np.nan)), ("string", np.array(["a"])),
+                         ("complex", np.array([0.5 + 1j])), ("None", None),
+                         ("ragged", [[0.0], [0.0, 1.0]]), ("object", np.array([{}])),
+                         ("key", KEY)]:
+        add(f"binarize-images-{what}", binarize, (images,), {}, "images")
+    for what, method in [("unknown", "threshold"), ("None", None), ("list", ["round"]),
+                         ("int", 1), ("bool", True)]:
+        add(f"binarize-method-{what}", binarize, (GREY, method), {}, "method")
+    for what, path in [("int", 42), ("None", None), ("float", 2.5), ("bytes", b"/tmp/x"),
+                       ("list", ["a"]), ("bool", True)]:
+        add(f"read_idx-path-{what}", read_idx, (path,), {}, "path")
+    for what, source in [("int", 42), ("None", None), ("unknown", "fashion"),
+                         ("empty idx", "idx:"), ("list", ["mnist5k"]), ("bytes", b"mnist")]:
+        add(f"load_mnist-source-{what}", load_mnist, (source,), {}, "source")
+    for what, data_dir in [("int", 42), ("list", ["x"]), ("bytes", b"/tmp"), ("bool", False)]:
+        add(f"load_mnist-data_dir-{what}", load_mnist, ("mnist5k",), {"data_dir": data_dir},
+            "data_dir")
+    for what, download in [("string", "yes"), ("int", 1), ("None", None), ("path", Path("."))]:
+        add(f"load_mnist-download-{what}", load_mnist, ("mnist5k",), {"download": download},
+            "download")
+    jitted = jax.jit(binarize, static_argnames="method")
+    add("jit-binarize-key batch", jitted, (GREY, "dynamic"), {"key": jax.random.split(KEY)},
+        "key")
+    add("jit-binarize-method unknown", jitted, (GREY, "threshold"), {}, "method")
+    add("jit-binarize-images complex", jitted, (np.array([0.5 + 1j]),), {}, "images")
+    return rows
+
+
+BAD_DATA_INPUTS = _bad_data_inputs()
+
+
+def test_bad_data_input_table_covers_every_public_function():
+    import vijax.data
+
+    covered = {p.values[0].__name__ for p in BAD_DATA_INPUTS}
+    taking_arguments = {"load_mnist", "binarize", "read_idx"}  # load_quakes takes none
+    assert taking_arguments <= set(vijax.data.__all__) and covered == taking_arguments
+
+
+@pytest.mark.parametrize("fn, args, kwargs, word", BAD_DATA_INPUTS)
+def test_bad_data_input_raises_value_error_naming_the_argument_before_any_work(fn, args, kwargs,
+                                                                               word):
+    with before_any_work(), pytest.raises(ValueError, match=word):
+        fn(*args, **kwargs)

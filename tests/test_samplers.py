@@ -4,6 +4,7 @@ Statistical thresholds: goodness-of-fit p-values > 1e-4 with fixed keys (determi
 Monte-Carlo gradients within 5 estimated standard errors.
 """
 
+import contextlib
 from functools import partial
 
 import jax
@@ -214,41 +215,272 @@ def test_anneal_temperature_schedule(jit):
     assert got[0] == 1.0 and got[-1] == 0.5 and np.all(np.diff(got) <= 0)
 
 
+# ----------------------------------------------------------------------------- float32 extremes
+
+
+def test_relaxed_and_categorical_samples_at_float32_extremes():
+    """Finite logits near the float32 limit, temperatures from the smallest normal float32 to
+    the largest: points of the simplex, never NaN; Gumbel-max stays exact."""
+    big = np.float32(F32.max / 1.5)
+    logits = np.array([[big, big, 0.0, -big], [F32.max, -F32.max, 1.0, 0.0]], np.float32)
+    idx = np.asarray(S.categorical(KEY, logits=logits, sample_shape=4000))
+    # row 0: categories 0 and 1 equally likely, 2 and 3 impossible in float32; row 1: only 0
+    counts = np.bincount(idx[:, 0], minlength=4)
+    assert counts[2] == counts[3] == 0 and chi2_pvalue(counts[:2], np.array([0.5, 0.5])) > P_MIN
+    assert np.all(idx[:, 1] == 0)
+    for t in (F32.tiny, 1e-30, 0.1, 1.0, 1e30, T_MAX):
+        for fn in (S.gumbel_softmax, S.straight_through_gumbel_softmax):
+            y = np.asarray(fn(KEY, t, logits=logits, sample_shape=4000))
+            assert np.all(np.isfinite(y)) and np.all(y >= 0), (fn.__name__, t)
+            np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+            if t <= 1.0:  # hotter samples may tie in float32, and argmax takes the first
+                np.testing.assert_array_equal(y.argmax(-1), idx)
+    cold = np.asarray(S.gumbel_softmax(KEY, F32.tiny, logits=logits, sample_shape=4000))
+    np.testing.assert_array_equal(cold, np.eye(4, dtype=np.float32)[idx])  # one-hot
+
+
+def test_samplers_at_float32_extreme_parameters_never_return_nan():
+    z = np.asarray(S.exponential(KEY, np.float32([F32.tiny, 1.0, F32.max]), sample_shape=N))
+    assert not np.any(np.isnan(z)) and np.all(z >= 0) and np.all(np.isfinite(z[:, 1:]))
+    # rate = tiny: z overflows only above 3.4e38, with probability exp(-tiny * max) = e^-4
+    p_inf = np.exp(-float(F32.tiny) * float(F32.max))
+    assert abs(np.mean(np.isinf(z[:, 0])) - p_inf) < 5 * np.sqrt(p_inf * (1 - p_inf) / N)
+    for fn in (S.normal, S.gumbel):
+        z = np.asarray(fn(KEY, np.float32([-F32.max, 0.0, F32.max]), F32.tiny, sample_shape=100))
+        assert np.all(np.isfinite(z))
+        np.testing.assert_allclose(z, np.broadcast_to([-F32.max, 0.0, F32.max], z.shape),
+                                   rtol=0, atol=1e-36)
+    t = np.asarray(S.anneal_temperature(jnp.array([0, 10**9]), rate=F32.max,
+                                        min_temperature=F32.tiny, initial_temperature=T_MAX))
+    np.testing.assert_array_equal(t, [T_MAX, F32.tiny])
+
+
+def _concrete_log_prob_float64(y, t, logits):
+    """Maddison et al. (2017) eq. 9 as written, in float64."""
+    from scipy.special import gammaln, logsumexp
+
+    y, logits = np.asarray(y, np.float64), np.asarray(logits, np.float64)
+    k = y.shape[-1]
+    return (gammaln(k) + (k - 1) * np.log(t) + np.sum(logits - (t + 1) * np.log(y), -1)
+            - k * logsumexp(logits - t * np.log(y), axis=-1))
+
+
+def test_concrete_log_prob_matches_float64_and_never_returns_nan():
+    rng = np.random.default_rng(1)
+    y = rng.dirichlet(np.ones(5), size=200).astype(np.float32)
+    logits = rng.normal(size=5).astype(np.float32)
+    for t in (0.05, 0.5, 1.0, 2.0, 20.0, 300.0):
+        got = np.asarray(S.gumbel_softmax_log_prob(y, t, logits=logits), np.float64)
+        want = _concrete_log_prob_float64(y, t, logits)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, t), err_msg=t)
+    # extreme temperatures and logits: finite or -inf, never NaN (the old formula gave NaN)
+    for t in (F32.tiny, 1e-30, 1e30, T_MAX):
+        for lg in (logits, np.float32([0.0, -np.inf, 1.0, -F32.max, F32.max])):
+            got = np.asarray(S.gumbel_softmax_log_prob(y, t, logits=lg))
+            assert not np.any(np.isnan(got)) and not np.any(got == np.inf), (t, lg)
+    huge = np.float32([3e38, 3e38, 0.0])
+    lp = S.gumbel_softmax_log_prob(np.float32([0.2, 0.3, 0.5]), 1.0, logits=huge)
+    same = S.gumbel_softmax_log_prob(np.float32([0.2, 0.3, 0.5]), 1.0,
+                                     logits=np.float32([0.0, 0.0, -3e38]))
+    assert np.isfinite(float(lp)) and float(lp) == float(same)  # a constant per row is no change
+
+
+def test_concrete_log_prob_on_the_boundary_is_refused_or_minus_inf_under_jit():
+    one_hot = np.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]], np.float32)
+    with pytest.raises(ValueError, match="open simplex"):
+        S.gumbel_softmax_log_prob(one_hot, 0.5, logits=np.zeros(3))
+    lp = jax.jit(S.gumbel_softmax_log_prob)
+    got = np.asarray(lp(one_hot, 0.5, logits=jnp.zeros(3)))
+    assert got[0] == -np.inf and np.isfinite(got[1])
+    np.testing.assert_allclose(got[1], _concrete_log_prob_float64(one_hot[1], 0.5, np.zeros(3)),
+                               rtol=1e-5)
+    grads = jax.grad(lambda lg, t: lp(one_hot, t, logits=lg)[1], argnums=(0, 1))(
+        jnp.zeros(3), 0.5)
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
-def test_bad_input_raises_value_error_naming_the_argument():
-    k = KEY
-    cases = [
-        (lambda: S.exponential(k, 0.0), "rate"),
-        (lambda: S.exponential(k, jnp.array([1.0, -2.0])), "rate"),
-        (lambda: S.normal(k, 0.0, 0.0), "scale"),
-        (lambda: S.gumbel(k, 0.0, -1.0), "scale"),
-        (lambda: S.gumbel_softmax(k, 0.0, probs=PROBS), "temperature"),
-        (lambda: S.straight_through_gumbel_softmax(k, -1.0, probs=PROBS), "temperature"),
-        (lambda: S.categorical(k, probs=[0.5, -0.1, 0.6]), "probs"),
-        (lambda: S.categorical(k, probs=[0.5, 0.6]), "probs"),
-        (lambda: S.categorical(k, probs=PROBS, logits=PROBS), "exactly one"),
-        (lambda: S.categorical(k), "exactly one"),
-        (lambda: S.categorical(k, logits=1.0), "logits"),
-        (lambda: S.categorical(k, logits=[0.0, np.nan]), "logits"),
-        (lambda: S.normal(k, jnp.zeros(3), jnp.ones(4)), "shapes do not broadcast"),
-        (lambda: S.exponential(k, 1.0, sample_shape=0), "sample_shape"),
-        (lambda: S.exponential(k, 1.0, sample_shape=(10, -1)), "sample_shape"),
-        (lambda: S.exponential(k, 1.0, sample_shape=(2.5,)), "sample_shape"),
-        (lambda: S.gumbel_softmax(k, jnp.ones(3), probs=PROBS), "temperature"),
-        (lambda: S.gumbel_softmax_log_prob(jnp.ones((2, 3)) / 3, 1.0, probs=PROBS), "y"),
-        (lambda: S.gumbel_softmax_log_prob(jnp.array([1.5, -0.5, 0, 0]), 1.0, probs=PROBS[0]),
-         "y"),
-        (lambda: S.exponential(jnp.zeros(3), 1.0), "key"),
-        (lambda: S.anneal_temperature(10, rate=-1.0), "rate"),
-        (lambda: S.anneal_temperature(10, min_temperature=0.0), "min_temperature"),
-        (lambda: S.anneal_temperature(-1), "step"),
-        (lambda: S.anneal_temperature(10, update_every=0), "update_every"),
+# Every public function, given bad or extreme input, raises a ValueError that names the
+# argument, before any work: nothing is transferred to the device, nothing compiled (and, for
+# the jitted rows, the error comes from tracing, before lowering). Inputs are built here, once.
+F32 = np.finfo(np.float32)
+T_MAX = np.float32(1 / F32.tiny)  # the largest temperature: XLA divides through 1 / t
+KEYS = jax.random.split(KEY, 3)  # a batch of keys where one is expected
+RAW_KEY = jax.random.PRNGKey(0)
+BAD_KEYS = [("int", 42), ("None", None), ("batch", KEYS), ("raw batch", jax.random.split(RAW_KEY)),
+            ("float pair", np.zeros(2, np.float32)), ("three words", np.zeros(3, np.uint32)),
+            ("key data list", [0, 1])]
+BAD_SAMPLE_SHAPES = [("zero", 0), ("negative", (10, -1)), ("float", (2.5,)), ("string", "ab"),
+                     ("None", None), ("bool", (True,)),
+                     ("beyond memory", (2**40,)),  # 4 TiB of float32
+                     ("int64 overflow", (2**62, 2**62))]
+BAD_REALS = [("nan", np.nan), ("inf", np.inf), ("float32 overflow", 1e39),
+             ("string", "a"), ("complex", np.array([1 + 1j])), ("ragged", [[1.0], [1.0, 2.0]]),
+             ("key", KEY)]
+BAD_POSITIVES = BAD_REALS + [("zero", 0.0), ("negative", -1.0),
+                             ("float32 underflow", 1e-40), ("float32 zero", 1e-46),
+                             ("negative entry", jnp.array([1.0, -2.0]))]
+BAD_DIVISORS = BAD_POSITIVES + [("reciprocal underflow", 1e38)]  # 1 / 1e38 flushes to 0
+
+
+def _bad_inputs():
+    rows = []  # (id, function, args, kwargs, word the message must contain)
+
+    def add(ident, fn, args, kwargs, word):
+        rows.append(pytest.param(fn, args, kwargs, word, id=ident))
+
+    samplers = {  # name: (function, the good arguments after the key, keyword arguments)
+        "normal": (S.normal, (0.0, 1.0), {}),
+        "exponential": (S.exponential, (1.0,), {}),
+        "gumbel": (S.gumbel, (0.0, 1.0), {}),
+        "categorical": (S.categorical, (), {"probs": PROBS}),
+        "gumbel_softmax": (S.gumbel_softmax, (0.5,), {"probs": PROBS}),
+        "straight_through": (S.straight_through_gumbel_softmax, (0.5,), {"probs": PROBS}),
+    }
+    for name, (fn, args, kw) in samplers.items():
+        for what, key in BAD_KEYS:
+            add(f"{name}-key-{what}", fn, (key, *args), kw, "key")
+        for what, shape in BAD_SAMPLE_SHAPES:
+            add(f"{name}-sample_shape-{what}", fn, (KEY, *args), {**kw, "sample_shape": shape},
+                "sample_shape")
+    for name, fn in (("normal", S.normal), ("gumbel", S.gumbel)):
+        for what, v in BAD_REALS:
+            add(f"{name}-loc-{what}", fn, (KEY, v, 1.0), {}, "loc")
+        for what, v in BAD_POSITIVES:
+            add(f"{name}-scale-{what}", fn, (KEY, 0.0, v), {}, "scale")
+        add(f"{name}-shapes", fn, (KEY, jnp.zeros(3), jnp.ones(4)), {}, "loc")
+    for what, v in BAD_POSITIVES:
+        add(f"exponential-rate-{what}", S.exponential, (KEY, v), {}, "rate")
+        add(f"exponential_log_prob-rate-{what}", S.exponential_log_prob, (1.0, v), {}, "rate")
+    for what, v in BAD_DIVISORS:
+        add(f"normal_log_prob-scale-{what}", S.normal_log_prob, (0.0, 0.0, v), {}, "scale")
+    for what, v in BAD_REALS:
+        add(f"normal_log_prob-loc-{what}", S.normal_log_prob, (0.0, v, 1.0), {}, "loc")
+    for what, v in [("nan", np.nan), ("string", "a"), ("ragged", [[1.0], [1.0, 2.0]]),
+                    ("key", KEY)]:
+        add(f"normal_log_prob-z-{what}", S.normal_log_prob, (v,), {}, "z")
+        add(f"exponential_log_prob-z-{what}", S.exponential_log_prob, (v,), {}, "z")
+    add("normal_log_prob-shapes", S.normal_log_prob, (jnp.zeros(3), jnp.zeros(4)), {}, "z")
+    add("exponential_log_prob-shapes", S.exponential_log_prob, (jnp.zeros(3), jnp.ones(4)), {},
+        "rate")
+    add("normal_log_prob-broadcast beyond memory", S.normal_log_prob,
+        (np.zeros((2**20, 1), np.float32), np.zeros((1, 2**20), np.float32)), {}, "z, loc")
+
+    bad_categories = [
+        ("probs negative", {"probs": [0.5, -0.1, 0.6]}, "probs"),
+        ("probs sum", {"probs": [0.5, 0.6]}, "probs"),
+        ("probs nan", {"probs": [np.nan, 1.0]}, "probs"),
+        ("probs scalar", {"probs": 1.0}, "probs"),
+        ("probs string", {"probs": np.array(["a", "b"])}, "probs"),
+        ("probs ragged", {"probs": [[1.0], [0.5, 0.5]]}, "probs"),
+        ("both", {"probs": PROBS, "logits": PROBS}, "logits= or probs="),
+        ("neither", {}, "logits= or probs="),
+        ("logits scalar", {"logits": 1.0}, "logits"),
+        ("logits no category", {"logits": np.zeros((2, 0))}, "logits"),
+        ("logits nan", {"logits": [0.0, np.nan]}, "logits"),
+        ("logits +inf", {"logits": [0.0, np.inf]}, "logits"),
+        ("logits float32 overflow", {"logits": [0.0, 1e39]}, "logits"),
+        ("logits row of -inf", {"logits": [[0.0, 1.0], [-np.inf, -np.inf]]}, "logits"),
+        ("logits string", {"logits": np.array(["a", "b"])}, "logits"),
+        ("logits complex", {"logits": np.array([1j, 0])}, "logits"),
+        ("logits key", {"logits": KEY}, "logits"),
     ]
-    for fn, word in cases:
-        with pytest.raises(ValueError, match=word):
-            fn()
+    for what, kw, word in bad_categories:
+        add(f"as_logits-{what}", S.as_logits, (), kw, word)
+        add(f"categorical-{what}", S.categorical, (KEY,), kw, word)
+        add(f"gumbel_softmax-{what}", S.gumbel_softmax, (KEY, 0.5), kw, word)
+        add(f"gumbel_softmax_log_prob-{what}", S.gumbel_softmax_log_prob,
+            (np.full(2, 0.5), 0.5), kw, word)
+    for what, v in BAD_DIVISORS + [("enlarges the batch", jnp.ones((2, 1))),
+                                   ("does not broadcast", jnp.ones(3))]:
+        add(f"gumbel_softmax-temperature-{what}", S.gumbel_softmax, (KEY, v), {"probs": PROBS},
+            "temperature")
+        add(f"straight_through-temperature-{what}", S.straight_through_gumbel_softmax, (KEY, v),
+            {"probs": PROBS}, "temperature")
+        add(f"gumbel_softmax_log_prob-temperature-{what}", S.gumbel_softmax_log_prob,
+            (np.full((2, 4), 0.25), v), {"probs": PROBS}, "temperature")
+    for what, y in [("wrong K", jnp.ones((2, 3)) / 3), ("off the simplex", [1.5, -0.5, 0, 0]),
+                    ("row sum", [0.1, 0.1, 0.1, 0.1]), ("nan", [np.nan, 0.5, 0.25, 0.25]),
+                    ("inf", [np.inf, 0.0, 0.0, 0.0]), ("one-hot", [1.0, 0.0, 0.0, 0.0]),
+                    ("float32 underflow", [1 - 3e-40, 1e-40, 1e-40, 1e-40]),
+                    ("scalar", 1.0), ("string", np.array(["a"] * 4)), ("key", KEY)]:
+        add(f"gumbel_softmax_log_prob-y-{what}", S.gumbel_softmax_log_prob, (y, 1.0),
+            {"probs": PROBS[0]}, r"\by\b")
+
+    for what, step in [("negative", -1), ("float", 2.5), ("whole float", 2.0),
+                       ("float array", np.array([1.0, 2.0])), ("bool", True),
+                       ("beyond int32", np.int64(2**40)), ("string", "3"),
+                       ("ragged", [[1], [1, 2]]), ("key", KEY)]:
+        add(f"anneal_temperature-step-{what}", S.anneal_temperature, (step,), {}, "step")
+    for name, values in [("rate", [-1.0, np.nan, np.inf, 1e39, "a", True]),
+                         ("min_temperature", [0.0, -1.0, 1e-40, 1e38, 1e39, np.nan, None]),
+                         ("initial_temperature", [0.0, 1e-46, 1e38, 1e39, np.inf, "hot"]),
+                         ("update_every", [0, -3, 2.0, True, 2**40, "1"])]:
+        for v in values:
+            add(f"anneal_temperature-{name}-{v!r}", S.anneal_temperature, (10,), {name: v}, name)
+
+    jitted = {  # shape, key and size errors are raised while tracing, before lowering
+        "normal": jax.jit(S.normal, static_argnames="sample_shape"),
+        "exponential": jax.jit(S.exponential, static_argnames="sample_shape"),
+        "categorical": jax.jit(S.categorical, static_argnames="sample_shape"),
+        "gumbel_softmax": jax.jit(S.gumbel_softmax, static_argnames="sample_shape"),
+        "gumbel_softmax_log_prob": jax.jit(S.gumbel_softmax_log_prob),
+        "anneal_temperature": jax.jit(S.anneal_temperature),
+    }
+    add("jit-normal-shapes", jitted["normal"], (KEY, jnp.zeros(3), jnp.ones(4)), {}, "loc")
+    add("jit-normal-key batch", jitted["normal"], (KEYS, 0.0, 1.0), {}, "key")
+    add("jit-exponential-sample_shape beyond memory", jitted["exponential"], (KEY, 1.0),
+        {"sample_shape": (2**40,)}, "sample_shape")
+    add("jit-categorical-key batch", jitted["categorical"], (KEYS,), {"probs": PROBS}, "key")
+    add("jit-gumbel_softmax-temperature shape", jitted["gumbel_softmax"], (KEY, jnp.ones(3)),
+        {"probs": PROBS}, "temperature")
+    add("jit-gumbel_softmax_log_prob-y shape", jitted["gumbel_softmax_log_prob"],
+        (jnp.ones((2, 3)) / 3, 1.0), {"probs": PROBS}, r"\by\b")
+    add("jit-anneal_temperature-float step", jitted["anneal_temperature"],
+        (jnp.array([1.0, 2.0]),), {}, "step")
+    return rows
+
+
+BAD_INPUTS = _bad_inputs()
+
+
+def test_bad_input_table_covers_every_public_function():
+    covered = {p.values[0].__name__ for p in BAD_INPUTS}  # jitted functions keep the name
+    assert covered == set(S.__all__), set(S.__all__) ^ covered
+    assert len(BAD_INPUTS) >= 300
+
+
+@contextlib.contextmanager
+def before_any_work():
+    """Fail if JAX lowers or compiles anything, or moves host data to the device, in the block.
+
+    Caches are cleared first, so an eager operation would have to compile and be seen. (A
+    failed trace of a jitted function still adds an entry to ``_cache_size()`` in JAX 0.10, so
+    the lowering and compile events are the signal that nothing was built.)
+    """
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if "jaxpr_to_mlir_module" in event or "backend_compile" in event:
+            events.append(event)
+
+    jax.clear_caches()
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        with jax.transfer_guard_host_to_device("disallow"):
+            yield
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert not events, f"lowered or compiled {len(events)} computation(s) before failing"
+
+
+@pytest.mark.parametrize("fn, args, kwargs, word", BAD_INPUTS)
+def test_bad_input_raises_value_error_naming_the_argument_before_any_work(fn, args, kwargs,
+                                                                          word):
+    with before_any_work(), pytest.raises(ValueError, match=word):
+        fn(*args, **kwargs)
 
 
 def test_shape_errors_raise_under_jit_and_values_are_skipped_when_traced():

@@ -13,7 +13,10 @@ Sources (the ``source`` argument of :func:`load_mnist`):
   ``train-labels-idx1-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]``,
   ``t10k-labels-idx1-ubyte[.gz]``), e.g. a user's own MNIST copy or Debian's
   ``dataset-fashion-mnist`` under ``/usr/share/datasets/fashion-mnist/``. Every header (magic
-  number, element type, dimensions) is checked against the file's size.
+  number, element type, dimensions) is checked against the file's size, and a file is read
+  only up to the size its header announces (plus one byte, to detect extra data), so a
+  gzip stream that inflates to far more than its header says costs no more memory than the
+  header's size.
 
 Images come back as ``float32`` in ``[0, 1]``, flattened to 784 pixels; :func:`binarize`
 turns them into ``{0, 1}`` pixels: the course's rounding, a fresh Bernoulli draw (dynamic
@@ -25,13 +28,25 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.resources
+import math
+import os
+import stat
 import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from vijax._checks import (
+    check_key,
+    check_path,
+    float_dtype,
+    format_bytes,
+    host_memory_bytes,
+    shape_of,
+)
 
 __all__ = ["MnistData", "load_mnist", "read_idx", "binarize", "FASHION_MNIST_DIR",
            "BINARIZATIONS"]
@@ -69,27 +84,38 @@ def load_mnist(source: str | Path = "mnist5k", *, data_dir: str | Path | None = 
     """Load 28x28 images and labels from a named source (see the module docstring).
 
     Args:
-        source: ``"mnist5k"``, ``"mnist"``, ``"idx:/folder"`` or a ``Path`` to an IDX folder.
-        data_dir: for ``"mnist"``, the TFDS data folder (TFDS's default when None).
-        download: for ``"mnist"``, whether TFDS may download the set when it is not there.
+        source: ``"mnist5k"``, ``"mnist"``, ``"idx:/folder"`` or a ``Path`` (any
+            ``os.PathLike``) to an IDX folder.
+        data_dir: for ``"mnist"``, the TFDS data folder (a ``str`` or ``os.PathLike``; TFDS's
+            default when None).
+        download: for ``"mnist"``, whether TFDS may download the set when it is not there
+            (``True`` or ``False``).
 
     Returns:
         :class:`MnistData` with ``float32`` images in ``[0, 1]`` of shape ``(N, 784)``.
 
     Raises:
-        ValueError: unknown source, a missing package or folder, or a corrupt file; the
-            message says what was read and what to do.
+        ValueError: an argument of the wrong type, an unknown source, a missing package or
+            folder, or a corrupt file; the message names the argument or says what was read
+            and what to do.
     """
-    if isinstance(source, Path):
-        return _load_idx_folder(source)
+    if not isinstance(download, bool | np.bool_):
+        raise ValueError(f"download must be True or False; got {download!r:.80}")
+    download = bool(download)
+    data_dir = check_path("data_dir", data_dir, none_ok=True)
+    if isinstance(source, os.PathLike):
+        return _load_idx_folder(check_path("source", source))
     if not isinstance(source, str):
         raise ValueError(f"source must be 'mnist5k', 'mnist', 'idx:/folder' or a Path; "
-                         f"got {source!r}")
+                         f"got {type(source).__name__} {source!r:.80}")
     if source == "mnist5k":
         return _load_mnist5k()
     if source == "mnist":
         return _load_tfds(data_dir, download)
     if source.startswith("idx:"):
+        if not source[4:].strip():
+            raise ValueError("source 'idx:' must name a folder after 'idx:', e.g. "
+                             "'idx:/usr/share/datasets/fashion-mnist'; got no folder")
         return _load_idx_folder(Path(source[4:]).expanduser())
     raise ValueError(f"source must be 'mnist5k', 'mnist', 'idx:/folder' or a Path; "
                      f"got {source!r}")
@@ -135,47 +161,88 @@ def read_idx(path: str | Path) -> np.ndarray:
     signed byte, ``0x0B`` int16, ``0x0C`` int32, ``0x0D`` float32, ``0x0E`` float64), the
     number of dimensions ``n``, then ``n`` big-endian uint32 sizes, then the data.
 
+    The header is read first and the data size it implies computed exactly (Python integers:
+    dimensions whose product overflows int64 are caught); then at most that many bytes plus
+    one are read (a plain file's size is compared with it before any data is read). Memory is
+    thus bounded by the header's size, whatever a gzip stream inflates to; a header that asks
+    for more than the machine's memory is refused before reading.
+
     Args:
-        path: the file.
+        path: the file (a ``str`` or ``os.PathLike``).
 
     Returns:
         The array, with the header's shape and native byte order.
 
     Raises:
-        ValueError: an unreadable file, a bad magic number, or a size that disagrees with
-            the header (truncated or padded data); the message quotes the header.
+        ValueError: ``path`` of the wrong type, an unreadable file, a bad magic number, or a
+            size that disagrees with the header (truncated or padded data); the message
+            quotes the header.
     """
-    path = Path(path)
+    path = check_path("path", path)
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            return _read_idx_stream(f, path)
     except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"could not read IDX file {path}: {e} (a truncated or corrupt "
                          "download? fetch the file again)") from e
-    if len(raw) < 4:
-        raise ValueError(f"IDX file {path} has {len(raw)} bytes, fewer than its 4-byte magic "
+
+
+def _read_idx_stream(f: BinaryIO, path: Path) -> np.ndarray:
+    """:func:`read_idx` on an open (possibly gzip) stream."""
+    magic = _read_at_most(f, 4)
+    if len(magic) < 4:
+        raise ValueError(f"IDX file {path} has {len(magic)} bytes, fewer than its 4-byte magic "
                          "number; the file is truncated")
-    zero, code, ndim = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
+    zero, code, ndim = int.from_bytes(magic[:2], "big"), magic[2], magic[3]
     if zero != 0 or code not in _IDX_TYPES or ndim == 0:
-        raise ValueError(f"IDX file {path} has magic number 0x{raw[:4].hex()}; an IDX file "
-                         "starts with 0x0000, a type code (08, 09, 0B, 0C, 0D or 0E) and a "
-                         "number of dimensions >= 1 (e.g. 0x00000803 for images)")
+        raise ValueError(f"IDX file {path} has magic number 0x{bytes(magic).hex()}; an IDX "
+                         "file starts with 0x0000, a type code (08, 09, 0B, 0C, 0D or 0E) and "
+                         "a number of dimensions >= 1 (e.g. 0x00000803 for images)")
     header = 4 + 4 * ndim
-    if len(raw) < header:
+    sizes = _read_at_most(f, 4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise ValueError(f"IDX file {path} is truncated inside its header: {ndim} dimensions "
-                         f"need {header} bytes, the file has {len(raw)}")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+                         f"need {header} bytes, the file has {4 + len(sizes)}")
+    dims = tuple(int.from_bytes(sizes[4 * i: 4 * i + 4], "big") for i in range(ndim))
     dtype = _IDX_TYPES[code]
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(raw) != expected:
-        what = "truncated" if len(raw) < expected else "longer than its header says"
-        raise ValueError(f"IDX file {path} is {what}: its header says type 0x{code:02x} and "
-                         f"dimensions {dims}, i.e. {expected} bytes, but it has {len(raw)}")
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
-    return data.astype(np.dtype(f"{dtype.kind}{dtype.itemsize}"))  # native byte order
+    data_bytes = math.prod(dims) * dtype.itemsize  # exact: no int64 overflow
+    expected = header + data_bytes
+    said = (f"its header says type 0x{code:02x} and dimensions {dims}, i.e. {expected} "
+            "bytes")
+    memory = host_memory_bytes()
+    if memory is not None and data_bytes > memory:
+        raise ValueError(f"IDX file {path} is not an array this machine can hold: {said} "
+                         f"({format_bytes(expected)}), more than its {format_bytes(memory)} of "
+                         "memory (a corrupt header?)")
+    if not isinstance(f, gzip.GzipFile):  # a plain file: its size, before reading the data
+        info = os.fstat(f.fileno())
+        if stat.S_ISREG(info.st_mode) and info.st_size != expected:
+            what = "truncated" if info.st_size < expected else "longer than its header says"
+            raise ValueError(f"IDX file {path} is {what}: {said}, but it has {info.st_size}")
+    raw = _read_at_most(f, data_bytes + 1)  # one byte more than announced: extra data?
+    if len(raw) != data_bytes:
+        if len(raw) < data_bytes:
+            has = f"it has {header + len(raw)}"
+            what = "truncated"
+        else:
+            has = f"it has more (reading stopped at {expected + 1} bytes)"
+            what = "longer than its header says"
+        raise ValueError(f"IDX file {path} is {what}: {said}, but {has}")
+    data = np.frombuffer(raw, dtype=dtype).reshape(dims)
+    # native byte order; no copy for bytes, which have none
+    return data.astype(np.dtype(f"{dtype.kind}{dtype.itemsize}"), copy=False)
+
+
+def _read_at_most(f: BinaryIO, n: int, chunk: int = 1 << 22) -> bytearray:
+    """Up to ``n`` bytes of ``f`` (fewer at its end), read in chunks of ``chunk`` bytes so that
+    memory follows what the stream holds, not what ``n`` claims."""
+    buf = bytearray()
+    while len(buf) < n:
+        part = f.read(min(chunk, n - len(buf)))
+        if not part:
+            break
+        buf += part
+    return buf
 
 
 def _find_idx(folder: Path, stems: tuple[str, ...]) -> Path:
@@ -266,15 +333,26 @@ def binarize(images: jax.Array | np.ndarray, method: str = "round", *,
       continuous cross-entropy, not a normalised density).
 
     Args:
-        images: ``(..., 784)`` values in ``[0, 1]``.
+        images: ``(..., 784)`` real values in ``[0, 1]`` (checked when concrete).
         method: one of ``"round"``, ``"dynamic"``, ``"none"``.
-        key: a PRNG key, needed for ``"dynamic"`` only.
+        key: a single PRNG key, needed for ``"dynamic"`` (checked whenever given).
 
     Returns:
         float32 array of the shape of ``images``.
+
+    Raises:
+        ValueError: naming the argument, before any work: an unknown ``method``, a ``key``
+            that is not one PRNG key (or missing for ``"dynamic"``), ``images`` that are not
+            real numbers in ``[0, 1]``.
     """
-    if method not in BINARIZATIONS:
+    if not isinstance(method, str) or method not in BINARIZATIONS:
         raise ValueError(f"method must be one of {BINARIZATIONS}; got {method!r}")
+    if key is not None:
+        check_key("key", key)
+    elif method == "dynamic":
+        raise ValueError("key must be a PRNG key when method='dynamic'; got None")
+    shape_of("images", images)  # a clear error for ragged lists and non-arrays
+    float_dtype("images", images)  # real numbers: no strings, complex numbers or PRNG keys
     if not isinstance(images, jax.core.Tracer):
         values = np.asarray(images)
         if values.size and not (values.min() >= 0 and values.max() <= 1):  # NaN fails too
@@ -285,6 +363,4 @@ def binarize(images: jax.Array | np.ndarray, method: str = "round", *,
         return jnp.round(x)
     if method == "none":
         return x
-    if key is None:
-        raise ValueError("key must be a PRNG key when method='dynamic'; got None")
     return jax.random.bernoulli(key, x).astype(jnp.float32)
