@@ -21,6 +21,10 @@ def is_concrete(x: Any) -> bool:
 
 
 def _values(name: str, x: Any) -> np.ndarray:
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and x.is_deleted():
+        raise ValueError(f"{name} was deleted: its buffer was donated to an earlier jitted "
+                         "call (vijax.vae.train_step and train_epoch donate the state); pass "
+                         "a live array")
     try:
         return np.asarray(x)
     except Exception as e:  # a ragged list, an object that is no array

@@ -192,7 +192,8 @@ def fit(key: jax.Array, params: Any, log_joint: Callable, family: Any,
     # the chunks donate the state's buffers: never the caller's arrays
     state = init(jax.tree.map(jnp.array, params), family, optimizer, estimator)
 
-    chunk = every or max(1, math.ceil(n / 100))
+    # one scan without a progress bar; about 100 updates of the bar with one
+    chunk = every or (max(1, math.ceil(n / 100)) if progress else n)
     step_key, diag_key = jax.random.split(key)
     keys = jax.random.split(step_key, n)
     values, records = [], []

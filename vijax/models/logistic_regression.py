@@ -68,8 +68,8 @@ class LogisticRegression(NamedTuple):
         check_shape("z", z, (d,))
         z = jnp.asarray(z)
         logits = self.x @ z
-        log_likelihood = jnp.sum(self.y * jax.nn.log_sigmoid(logits)
-                                 + (1 - self.y) * jax.nn.log_sigmoid(-logits))
+        # y log sigmoid(l) + (1 - y) log sigmoid(-l) = y l - softplus(l): one transcendental
+        log_likelihood = jnp.sum(self.y * logits - jax.nn.softplus(logits))
         scale = self.prior_scale
         log_prior = (-0.5 * d * jnp.log(2 * jnp.pi) - d * jnp.log(scale)
                      - 0.5 * jnp.sum(z ** 2) / scale ** 2)
