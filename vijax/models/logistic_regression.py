@@ -7,9 +7,9 @@ For features ``x`` of shape ``(N, D)``, labels ``y_n`` in ``{0, 1}`` and weights
     l = x @ z,
     log N(z; 0, s^2 I) = -D/2 log(2 pi) - D log s - |z|^2 / (2 s^2).
 
-The likelihood term is written ``y_n log sigmoid(l_n) + (1 - y_n) log sigmoid(-l_n)`` (equal to
-``y_n l_n - softplus(l_n)``) with ``jax.nn.log_sigmoid``, which never takes the log of a rounded
-probability: it stays finite and accurate at logits of any size (``|l| ~ 1e3`` and beyond).
+The likelihood term ``y_n log sigmoid(l_n) + (1 - y_n) log sigmoid(-l_n)`` is computed as
+``y_n l_n - softplus(l_n)`` (equal, one transcendental per point), which never takes the log
+of a rounded probability: it stays finite and accurate at logits of any size.
 
 - :class:`LogisticRegression`: the data and prior scale, with ``log_joint(z)``.
 - :func:`logistic_regression`: the checked constructor.
