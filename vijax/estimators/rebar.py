@@ -96,8 +96,10 @@ class REBAR(Estimator):
         return 0.0
 
     def init_state(self) -> ControlVariateState:
-        params = ControlVariateParams(jnp.asarray(float(self.eta)),
-                                      jnp.asarray(math.log(self.temperature)), self._network())
+        dtype = jnp.result_type(float)  # not weak-typed: one compilation
+        params = ControlVariateParams(jnp.asarray(float(self.eta), dtype),
+                                      jnp.asarray(math.log(self.temperature), dtype),
+                                      self._network())
         return ControlVariateState(params, self.optimizer.init(params))
 
     def surrogate(self, key, params, log_joint, family, objective, state) -> Surrogate:
@@ -117,13 +119,17 @@ class REBAR(Estimator):
             f_b = signal(b, logits)
             lam = jnp.exp(psi.log_temperature)
 
-            def c(zz):
-                return (psi.eta * signal(family.soft(zz, lam), logits)
+            def c(zz, lg):
+                return (psi.eta * signal(family.soft(zz, lam), lg)
                         + self._r(psi.network, zz, event_ndim))
 
-            c_z, c_cond = c(z), c(z_cond)
+            c_z, c_cond = c(z, logits), c(z_cond, logits)
             log_q_b = family.log_prob(logits, b)
-            score = jax.lax.stop_gradient(f_b - c_cond) * _stopped_value(log_q_b)
+            # the score's coefficient: no gradient in the logits, but it stays a function of
+            # psi, whose variance gradient needs it
+            stop = jax.lax.stop_gradient
+            coefficient = stop(f_b) - c(stop(z_cond), stop(logits))
+            score = coefficient * _stopped_value(log_q_b)
             total = f_b + score + _stopped_value(c_z) - _stopped_value(c_cond)
             return jnp.mean(total, axis=0)
 

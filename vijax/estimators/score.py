@@ -84,18 +84,23 @@ class LeaveOneOut:
 
 
 class LearnedState(NamedTuple):
-    """The baseline network's parameters and its optimizer's state."""
+    """The baseline network's parameters, its optimizer's state, and the running mean of the
+    learning signal the network's output is added to (NVIL's centring)."""
 
     params: MLPParams
     opt_state: Any
+    mean: jax.Array
+    count: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
 class Learned:
-    """An input-dependent baseline ``b(x) = r_psi(params of q(z|x))``, a one-hidden-layer network
-    on the family's (stopped) parameters, fitted to the learning signal by least squares with
-    ``optimizer`` at every step (NVIL, Mnih and Gregor 2014, whose baseline reads ``x``; here it
-    reads ``x`` through the encoder's output, which needs no access to the data).
+    """An input-dependent baseline ``b(x) = m + r_psi(params of q(z|x))``: a running mean ``m``
+    of past learning signals (decay 0.9; 0 at the first step) plus a one-hidden-layer network
+    on the family's (stopped) parameters fitted to the rest by least squares with
+    ``optimizer`` at every step; both use only past steps, so the estimator stays unbiased
+    (NVIL, Mnih and Gregor 2014, whose baseline reads ``x``; here it reads ``x`` through the
+    encoder's output, which needs no access to the data).
 
     Attributes:
       optimizer: an Optax optimizer for ``psi`` (e.g. ``optax.adam(1e-3)``).
@@ -120,7 +125,7 @@ class Learned:
 
     def init_state(self) -> LearnedState:
         p = mlp_init(self.seed, self.num_inputs, self.hidden)
-        return LearnedState(p, self.optimizer.init(p))
+        return LearnedState(p, self.optimizer.init(p), jnp.zeros(()), jnp.zeros((), jnp.int32))
 
     def __call__(self, objective, log_p, log_q, signals, state, params, family):
         inputs = jax.lax.stop_gradient(jax.tree.leaves(params)[0])
@@ -130,15 +135,21 @@ class Learned:
             raise ValueError(f"Learned(num_inputs={self.num_inputs}) does not match the family's "
                              f"parameters: one factor has {size} values")
 
-        def fit(p):
-            b = mlp_apply(p, inputs, event_ndim)
+        started = state.count > 0
+        mean = jnp.where(started, state.mean, 0.0).astype(signals.dtype)  # past steps only
+
+        def fit(p):  # the network fits what the running mean leaves
+            b = mean + mlp_apply(p, inputs, event_ndim)
             return jnp.mean(jnp.square(signals - b))
 
-        baseline = mlp_apply(state.params, inputs, event_ndim)
+        baseline = mean + mlp_apply(state.params, inputs, event_ndim)
         updates, opt_state = self.optimizer.update(jax.grad(fit)(state.params), state.opt_state,
                                                    state.params)
         new = jax.tree.map(lambda a, u: a + u, state.params, updates)
-        return jnp.broadcast_to(baseline, signals.shape), LearnedState(new, opt_state)
+        new_mean = jnp.where(started, 0.9 * state.mean + 0.1 * jnp.mean(signals),
+                             jnp.mean(signals)).astype(state.mean.dtype)
+        return (jnp.broadcast_to(baseline, signals.shape),
+                LearnedState(new, opt_state, new_mean, state.count + 1))
 
 
 BASELINES = (MovingAverage, LeaveOneOut, Learned)

@@ -123,11 +123,14 @@ class Bernoulli(_Discrete):
     def conditional_noise(self, key: Array, params: Array, b: Array) -> Array:
         """``z~ ~ p(z | H(z) = b)`` for draws ``b`` of shape ``sample_shape + logits.shape``."""
         v = _uniform(key, jnp.shape(b), jnp.result_type(params, float))
-        theta = jax.nn.sigmoid(params)
-        u = jnp.where(b > 0.5, (1.0 - theta) + v * theta, v * (1.0 - theta))
-        # logit(u) without cancellation: log u - log(1 - u) with 1 - u formed directly
-        one_minus_u = jnp.where(b > 0.5, (1.0 - v) * theta, 1.0 - v * (1.0 - theta))
-        return params + jnp.log(u) - jnp.log(one_minus_u)
+        # logit(u) in log space (u can be subnormal: its log must not underflow to -inf):
+        # b = 0: u = v (1 - theta);       1 - u = 1 - v (1 - theta)
+        # b = 1: u = 1 - (1 - v) theta;   1 - u = (1 - v) theta
+        log_theta, log_1m_theta = jax.nn.log_sigmoid(params), jax.nn.log_sigmoid(-params)
+        theta, one_m_theta = jnp.exp(log_theta), jnp.exp(log_1m_theta)
+        log_u = jnp.where(b > 0.5, jnp.log1p(-(1.0 - v) * theta), jnp.log(v) + log_1m_theta)
+        log_1m_u = jnp.where(b > 0.5, jnp.log1p(-v) + log_theta, jnp.log1p(-v * one_m_theta))
+        return params + log_u - log_1m_u
 
     def log_prob(self, params: Array, z: Array) -> Array:
         """``sum b l - softplus(l)`` over the event axes (also the continuous extension at
