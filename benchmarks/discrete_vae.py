@@ -188,7 +188,7 @@ class Settings:
 QUICK = Settings(rows=("SF (NVIL)", "ST", "Gumbel-softmax"), seeds=1, train_images=2000,
                  test_images=500, nll_images=200, nll_samples=100, epochs=3, checkpoints=(0, 3),
                  variance_batch=50, replicates=16, same_point=False, timing_skip=1,
-                 toy_steps=300, toy_every=50, toy_replicates=100, toy_seeds=2)
+                 toy_steps=300, toy_every=150, toy_replicates=100, toy_seeds=2)
 FULL = Settings()
 
 
