@@ -2,11 +2,14 @@
 
 Specification: ``docs/MODEL.md`` section 1. The model and its block updates are pure
 functions in :mod:`vijax.cavi.model`; :func:`fit` runs restarts in parallel under ``jit``;
-:mod:`vijax.cavi.simulate` draws data from the model.
+:mod:`vijax.cavi.simulate` draws data from the model. Every public function checks its
+arguments at its top (:mod:`vijax.cavi._validate`) and raises a ``ValueError`` that names
+the argument, before anything is compiled.
 """
 
 from vijax.cavi.fit import FitResult, as_observations, as_prior, fit, init, predict, shard_events
 from vijax.cavi.model import (
+    EventTerms,
     Observations,
     Params,
     Prior,
@@ -29,7 +32,7 @@ from vijax.cavi.model import (
 from vijax.cavi.simulate import Truth, sample_events, simulate
 
 __all__ = [
-    "FitResult", "Observations", "Params", "Prior", "Statistics", "Truth",
+    "EventTerms", "FitResult", "Observations", "Params", "Prior", "Statistics", "Truth",
     "as_observations", "as_prior", "assign_with_elbo", "assignment_logits", "elbo",
     "event_terms", "event_weights", "fit",
     "global_terms", "init", "predict", "responsibilities", "sample_events", "shard_events",

@@ -1,4 +1,4 @@
-"""Fitting the earthquake mixture model by CAVI: ``init``, ``fit``, checks and sharding.
+"""Fitting the earthquake mixture model by CAVI: ``init``, ``fit``, ``predict``, sharding.
 
 ``fit`` runs every random restart inside one jit-compiled ``lax.while_loop`` (stopping at
 ``max_iter`` sweeps or when the relative ELBO change falls below ``tol``), vmaps the
@@ -18,16 +18,23 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vijax import _checks
+from vijax.cavi import _validate
+from vijax.cavi._validate import as_observations, as_prior
 from vijax.cavi.model import (
+    SUM_BLOCK,
     Observations,
     Params,
     Prior,
-    assign_with_elbo,
-    event_terms,
+    _assign_with_elbo,
+    _event_terms,
+    _responsibilities,
+    _update_globals,
     event_weights,
-    responsibilities,
-    update_globals,
+    sum_blocks,
 )
+
+__all__ = ["FitResult", "as_observations", "as_prior", "fit", "init", "predict",
+           "shard_events"]
 
 Array = jax.Array
 
@@ -57,86 +64,13 @@ class FitResult(NamedTuple):
 
 def float_dtype() -> jnp.dtype:
     """float32 by default, float64 when ``jax_enable_x64`` is on."""
-    return jnp.result_type(float)
-
-
-# ----------------------------------------------------------------------------- checks
-
-
-def as_observations(data: Any) -> Observations:
-    """Accept :class:`Observations`, anything with ``locations`` and ``strengths``
-    attributes (such as :func:`vijax.data.load_quakes`'s result), or a
-    ``(locations, strengths)`` pair; check it; return float arrays of the default dtype."""
-    if hasattr(data, "locations") and hasattr(data, "strengths"):
-        locations, strengths = data.locations, data.strengths
-        weights = getattr(data, "weights", None)
-    elif isinstance(data, tuple | list) and len(data) == 2:
-        (locations, strengths), weights = data, None
-    else:
-        raise ValueError("data must be Observations(locations, strengths) or a "
-                         f"(locations, strengths) pair; got {type(data).__name__}")
-    (n, _) = _checks.check_shape("locations", locations, (None, 2))
-    _checks.check_finite("locations", locations)
-    if n < 1:
-        raise ValueError("locations must hold at least one event; got shape (0, 2)")
-    _checks.check_shape("strengths", strengths, (n,))
-    _checks.check_nonnegative_integers("strengths", strengths)
-    dtype = float_dtype()
-    if weights is not None:
-        _checks.check_shape("weights", weights, (n,))
-        _checks.check_finite("weights", weights)
-        if _checks.is_concrete(weights):
-            w = np.asarray(weights)
-            if np.any(w < 0) or not np.any(w > 0):
-                raise ValueError("weights must be >= 0 with at least one > 0 (1 for an event, "
-                                 f"0 for padding); got {w[:6]}")
-        weights = jnp.asarray(weights, dtype)
-    return Observations(jnp.asarray(locations, dtype), jnp.asarray(strengths, dtype), weights)
-
-
-def as_prior(prior: Prior, num_clusters: int) -> Prior:
-    """Check the hyperparameters for ``num_clusters`` clusters; return them as arrays."""
-    if not isinstance(prior, Prior):
-        raise ValueError(f"prior must be a vijax.cavi.Prior; got {type(prior).__name__}")
-    dtype = float_dtype()
-    for name in ("tau", "alpha", "beta", "rho"):
-        value = getattr(prior, name)
-        _checks.check_shape(f"prior.{name}", value, ())
-        _checks.check_positive(f"prior.{name}", value)
-    _checks.check_shape("prior.nu", prior.nu, (2,))
-    _checks.check_finite("prior.nu", prior.nu)
-    pi = concentration = None
-    if prior.concentration is not None:
-        if prior.pi is not None:
-            raise ValueError("prior: give pi (fixed mixture weights) or concentration "
-                             "(learned weights with a Dirichlet prior), not both")
-        c = np.asarray(prior.concentration, dtype)
-        if c.shape not in ((), (num_clusters,)):
-            raise ValueError(f"prior.concentration must be a scalar or have shape "
-                             f"({num_clusters},); got shape {c.shape}")
-        _checks.check_positive("prior.concentration", c)
-        concentration = jnp.broadcast_to(jnp.asarray(c), (num_clusters,))
-    elif prior.pi is not None:
-        _checks.check_probabilities("prior.pi", prior.pi, length=num_clusters)
-        _checks.check_shape("prior.pi", prior.pi, (num_clusters,))
-        pi = jnp.asarray(prior.pi, dtype)
-    scalars = {n: jnp.asarray(getattr(prior, n), dtype) for n in ("tau", "alpha", "beta", "rho")}
-    return Prior(nu=jnp.asarray(prior.nu, dtype), pi=pi, concentration=concentration, **scalars)
-
-
-def _check_clusters(num_clusters: Any, data: Observations) -> int:
-    """``1 <= K <= N``, counting only events of positive weight."""
-    n = data.strengths.shape[0]
-    if data.weights is not None and _checks.is_concrete(data.weights):
-        n = int(np.sum(np.asarray(data.weights) > 0))
-    return _checks.check_int("num_clusters", num_clusters, 1, n)
+    return _validate.working_dtype()
 
 
 # ------------------------------------------------------------------------------- init
 
 
-def init(key: Array, data: Observations, prior: Prior, num_clusters: int,
-         event_sum: Array | None = None) -> tuple[Params, Array]:
+def init(key: Array, data: Any, prior: Prior, num_clusters: int) -> tuple[Params, Array]:
     """Initial variational parameters and their ELBO.
 
     The centres ``m_k`` are ``K`` distinct events drawn at random (zero-weight events
@@ -147,17 +81,29 @@ def init(key: Array, data: Observations, prior: Prior, num_clusters: int,
 
     Args:
         key: PRNG key.
-        data: :class:`Observations` as :func:`as_observations` returns them.
-        prior: :class:`Prior` as :func:`as_prior` returns it (arrays; a ``(K,)``
-            concentration when the weights are learned).
-        num_clusters: ``K``, static.
-        event_sum: optional, see :func:`vijax.cavi.model.assign_with_elbo`.
+        data: events, in any form :func:`fit` accepts.
+        prior: :class:`Prior`.
+        num_clusters: ``K``, ``1 <= K <= N``.
 
     Returns:
-        ``(params, elbo)``.
+        ``(params, elbo)``, in the working dtype.
+
+    Raises:
+        ValueError: naming the argument, for bad input, before anything is compiled.
     """
-    return assign_with_elbo(data, prior, _initial_globals(key, data, prior, num_clusters),
-                            event_sum)
+    _checks.check_key("key", key)
+    raw = _validate.check_observations(data)
+    num_clusters = _validate.num_clusters(num_clusters, raw)
+    _validate.check_prior(prior, num_clusters)
+    return _init(key, _validate.to_observations(raw), _validate.to_prior(prior, num_clusters),
+                 num_clusters=num_clusters)
+
+
+@partial(jax.jit, static_argnames=("num_clusters",))
+def _init(key: Array, data: Observations, prior: Prior, *,
+          num_clusters: int) -> tuple[Params, Array]:
+    return _assign_with_elbo(data, prior, _initial_globals(key, data, prior, num_clusters),
+                             None)
 
 
 def _initial_globals(key: Array, data: Observations, prior: Prior, num_clusters: int) -> Params:
@@ -190,7 +136,7 @@ def _run(key: Array, data: Observations, prior: Prior, tol: Array, num_clusters:
     ``r`` is assigned once more after the loop. The sequence of states is that of
     :func:`init` followed by :func:`vijax.cavi.model.sweep`.
     """
-    event_sum = event_terms(data, prior) @ event_weights(data)
+    events = _event_terms(data, prior)
     globals0 = _initial_globals(key, data, prior, num_clusters)
     dtype = data.locations.dtype
     history = jnp.full((max_iter + 1,), jnp.nan, dtype)
@@ -201,16 +147,16 @@ def _run(key: Array, data: Observations, prior: Prior, tol: Array, num_clusters:
 
     def body(carry):
         state, _, value, _, t, history = carry  # state: the globals of state t
-        assigned, new_value = assign_with_elbo(data, prior, state, event_sum)
+        assigned, new_value = _assign_with_elbo(data, prior, state, events)
         change = jnp.where(t == 0, jnp.inf,
                            jnp.abs(new_value - value) / jnp.maximum(jnp.abs(new_value), 1e-30))
-        following = update_globals(data, prior, assigned)._replace(responsibilities=None)
+        following = _update_globals(data, prior, assigned)._replace(responsibilities=None)
         return following, state, new_value, change, t + 1, history.at[t].set(new_value)
 
     carry = (globals0, globals0, jnp.asarray(jnp.nan, dtype), jnp.asarray(jnp.inf, dtype),
              jnp.asarray(0), history)
     _, last, value, change, t, history = jax.lax.while_loop(cond, body, carry)
-    params, _ = assign_with_elbo(data, prior, last, event_sum)
+    params = last._replace(responsibilities=_responsibilities(data, prior, last, events))
     return params, value, history, t - 1, change < tol
 
 
@@ -234,7 +180,8 @@ def shard_events(data: Observations, devices: list | None = None) -> Observation
 
     With one device, the data come back unpadded and unsharded.
     """
-    devices = jax.local_devices() if devices is None else devices
+    _validate.data_structure(data)
+    devices = _validate.devices(devices)
     n = data.strengths.shape[0]
     weights = event_weights(data)
     if len(devices) == 1:
@@ -249,11 +196,31 @@ def shard_events(data: Observations, devices: list | None = None) -> Observation
     return jax.device_put(padded, NamedSharding(mesh, PartitionSpec("events")))
 
 
+def _pad_for_sums(data: Observations) -> Observations:
+    """Pad more than ``SUM_BLOCK`` events with zero-weight events so that they split into
+    :func:`vijax.cavi.model.sum_blocks` blocks whose size is a multiple of 16 times the
+    device count (odd sizes make the blocked product slow), so that sums over events are
+    taken in blocks. Adds fewer than ``16 devices`` events per block."""
+    n = data.strengths.shape[0]
+    if n <= SUM_BLOCK:
+        return data
+    align = 16 * jax.local_device_count()
+    padded = n
+    for blocks in range(-(-n // SUM_BLOCK), -(-n // SUM_BLOCK) + 3):
+        padded = blocks * align * -(-n // (blocks * align))
+        if sum_blocks(padded) == blocks:
+            break
+    pad = padded - n
+    return Observations(jnp.pad(data.locations, ((0, pad), (0, 0))),
+                        jnp.pad(data.strengths, (0, pad)),
+                        jnp.pad(event_weights(data), (0, pad)))
+
+
 # -------------------------------------------------------------------------------- fit
 
 
 def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: int = 1,
-        max_iter: int = 200, tol: float = 1e-7) -> FitResult:
+        max_iter: int = 200, tol: float | None = None) -> FitResult:
     """Fit the mixture by CAVI from ``num_restarts`` random initialisations; keep the best.
 
     Args:
@@ -268,6 +235,9 @@ def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: in
         max_iter: at most this many sweeps per restart, ``>= 1``.
         tol: stop a restart when ``|ELBO_t - ELBO_{t-1}| / |ELBO_t| < tol`` (``>= 0``);
             ``tol=0`` always runs ``max_iter`` sweeps (and reports ``converged=False``).
+            None (the default) means ``1e-7`` in float64 and ``8 eps = 9.5e-7`` in float32,
+            where the ELBO is resolved to about ``1e-7``; a ``tol`` below ``eps`` of the
+            working dtype is warned about.
 
     Returns:
         :class:`FitResult`.
@@ -276,22 +246,23 @@ def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: in
         ValueError: naming the argument, for bad input, before anything is compiled.
     """
     _checks.check_key("key", key)
-    obs = as_observations(data)
-    n = obs.strengths.shape[0]
-    num_clusters = _check_clusters(num_clusters, obs)
-    prior = as_prior(prior, num_clusters)
+    raw = _validate.check_observations(data)
+    num_clusters = _validate.num_clusters(num_clusters, raw)
+    _validate.check_prior(prior, num_clusters)
     num_restarts = _checks.check_int("num_restarts", num_restarts, 1)
     max_iter = _checks.check_int("max_iter", max_iter, 1)
-    tol = _checks.check_scalar("tol", tol, minimum=0.0)
-    result = _fit(key, shard_events(obs), prior, jnp.asarray(tol, obs.locations.dtype),
-                  num_clusters=num_clusters, num_restarts=num_restarts, max_iter=max_iter)
+    tol = _validate.tolerance(tol)
+
+    obs = _validate.to_observations(raw)
+    prior = _validate.to_prior(prior, num_clusters)
+    n = obs.strengths.shape[0]
+    tol = jax.device_put(np.asarray(tol, obs.locations.dtype))
+    result = _fit(key, shard_events(_pad_for_sums(obs)), prior, tol, num_clusters=num_clusters,
+                  num_restarts=num_restarts, max_iter=max_iter)
     r = result.params.responsibilities[:n]
     return result._replace(params=result.params._replace(responsibilities=r))
 
 
-@jax.jit
-def _predict(data: Observations, prior: Prior, params: Params) -> Array:
-    return responsibilities(data, prior, params)
 
 
 def predict(data: Any, prior: Prior, params: Params) -> Array:
@@ -300,14 +271,21 @@ def predict(data: Any, prior: Prior, params: Params) -> Array:
     Args:
         data: new events, in any form :func:`fit` accepts.
         prior: the prior used to fit.
-        params: fitted :class:`Params` (e.g. ``fit(...).params``).
+        params: fitted :class:`Params` (e.g. ``fit(...).params``); only the global factors
+            are read.
+
+    Raises:
+        ValueError: naming the argument, for bad input, before anything is compiled.
     """
-    obs = as_observations(data)
-    num_clusters = int(np.shape(params.gamma_shape)[-1])
-    prior = as_prior(prior, num_clusters)
-    _checks.check_shape("params.mean", params.mean, (num_clusters, 2))
-    if (prior.concentration is None) != (params.concentration is None):
-        raise ValueError("prior and params disagree: params were fitted with "
-                         + ("learned" if params.concentration is not None else "fixed")
-                         + " mixture weights; pass the prior used to fit them")
-    return _predict(obs._replace(weights=None), prior, params)
+    raw = _validate.check_observations(data)
+    num_clusters = _validate.params_structure(params, responsibilities=False)
+    _validate.check_prior(prior, num_clusters)
+    _validate.learned_weights_agree(prior, params)
+    _validate.param_values(params)
+
+    obs = _validate.to_observations(raw)
+    prior = _validate.to_prior(prior, num_clusters)
+    dtype = obs.locations.dtype
+    globals_ = Params(None, *(None if leaf is None else _validate._as_array(leaf, dtype)
+                              for leaf in params[1:]))
+    return _responsibilities(obs._replace(weights=None), prior, globals_, None)

@@ -17,118 +17,255 @@ for ``q(lam)`` (``log q*(pi) = sum_k (c_k + sum_n r_nk - 1) log pi_k + const``),
 ``E[log p(pi)] = log Gamma(sum c) - sum log Gamma(c_k) + sum (c_k - 1) E[log pi_k]`` and the
 entropy ``H[q(pi)] = -log Gamma(sum g) + sum log Gamma(g_k) - sum (g_k - 1) E[log pi_k]``.
 
-Every function here is pure and traceable (``jit``, ``vmap``, ``grad``); argument checks live
-at the public entry points in :mod:`vijax.cavi.fit`. Sums over events are weighted by
-``Observations.weights`` (1 for an event, 0 for padding), so that the data axis can be
-padded to a multiple of the device count and sharded without changing any sum.
+The ELBO in float32. Written as in MODEL.md, the ELBO at strengths of ``1e9`` adds per
+event terms of order ``S log S ~ 2e10`` that cancel to order one (``S E[log lam] - E[lam]
+- log Gamma(S + 1)``), and the Gamma entropy cancels terms of order ``a log a``; float32
+keeps no digit of the result. The code computes the same quantities, exactly, as sums of
+parts that are each small, with the functions of :mod:`vijax.cavi._numerics`::
+
+    f(x)    = psi(x) - log x                                    (= -1/(2x) - ...)
+    R(x)    = log Gamma(x) - (x - 1/2) log x + x - log(2 pi)/2  (= 1/(12x) - ...)
+    h(S)    = log Gamma(S + 1) - S log S + S                    (= log(2 pi S)/2 + R(S); h(0) = 0)
+    g(S, l) = S log(l / S) + S - l                              (<= 0; g(0, l) = -l)
+
+and ``lam_k = a_k / b_k``, so that ``E[lam_k] = lam_k`` and ``E[log lam_k] = log lam_k +
+f(a_k)``:
+
+- the log-joint expectation of event ``n`` in cluster ``k`` is, since
+  ``S f(a) + g(S, a/b) - h(S) = S (psi(a) - log b) - a/b - log Gamma(S + 1)``,
+
+      L_nk = o_n + E[log pi_k] - tau/2 (||X_n - m_k||^2 + 2/s_k) + S_n f(a_k) + g(S_n, lam_k)
+      o_n  = log tau - log(2 pi) - h(S_n)
+
+- ``H[q(lam_k)] = a - log b + log Gamma(a) + (1 - a) psi(a)
+  = log(2 pi)/2 + log(a)/2 - log b + R(a) + (1 - a) f(a)``;
+- with ``G = sum_k g_k``, ``E[log pi_k] = log(g_k / G) + f(g_k) - f(G)`` and
+  ``H[q(pi)] = sum_k [log(g_k)/2 + R(g_k) - (g_k - 1)(f(g_k) - f(G))] - (K - 1/2) log G
+  + (K - 1) log(2 pi)/2 - R(G)`` (the ``g log g`` parts of the ``log Gamma`` cancel).
+
+:func:`elbo` evaluates ``L_nk`` in this form. The update of ``q(Z)`` needs only differences
+of ``L_nk`` over ``k``, and ``g`` costs a logarithm per event and cluster, so
+:func:`assignment_logits` centres each event's logits instead. Let ``2^e`` be a power of two
+near the largest strength (``max S / 2^e`` in ``[1/4, 1/2)``), ``l_n`` be ``log(S_n / 2^e)``
+rounded to the working dtype (0 when ``S_n = 0``), and write ``E[log lam_k] - e log 2 = E_k +
+E'_k`` and ``lam_k = v_k + v'_k`` as two floats each, the second holding what the first
+rounds away (logarithms of order one are so carried to about ``1e-15``). Then::
+
+    C_nk = E[log pi_k] - tau/s_k - v'_k - tau/2 ||X_n - m_k||^2
+           + S_n (E_k - l_n) - (v_k - S_n) + S_n E'_k
+    L_nk = C_nk + c_n,    c_n = o_n - S_n (log(S_n / 2^e) - l_n)     (EventTerms.constant)
+
+``c_n`` does not depend on ``k``, so ``softmax_k C_nk = softmax_k L_nk``. Every
+intermediate is of order ``|lam_k - S_n|``, not ``S_n log S_n``, and the product that could
+round at that order is exact: ``E_k - l_n`` and ``v_k - S_n`` are exact differences
+(Sterbenz), and for the clusters whose rate is within ``2^-12`` of ``S_n``, ``E_k - l_n`` has
+at most 12 significant bits, so with ``S_n = S_hi + S_lo`` split into halves of 12 bits both
+``S_hi (E_k - l_n)`` and ``S_lo (E_k - l_n)`` are exact. The ELBO at ``r_n = softmax(C_n)``
+is ``sum_n [logsumexp_k C_nk + c_n]`` plus the global terms (:func:`assign_with_elbo`).
+
+Sums over events (:func:`statistics`) are taken in blocks of at most :data:`SUM_BLOCK`
+events and then over the blocks, which keeps sums of ``1e6`` strengths of ``1e9`` or
+locations of ``1e5`` to about float32 resolution.
+
+Every public function here is pure and traceable (``jit``, ``vmap``, ``grad``) and
+compiled (``jax.jit``). Each checks the structure of its arguments (types, shapes, dtypes)
+at its top, before its compiled core is traced; those checks read no values, so they cost
+nothing under ``jit``. Values are checked where data enter
+(:func:`vijax.cavi.init`, ``fit``, ``predict``, ``as_observations``, ``as_prior``). Sums over
+events are weighted by ``Observations.weights`` (1 for an event, 0 for padding), so that the
+data axis can be padded to a multiple of the device count and sharded without changing any
+sum.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import digamma, gammaln
+from jax.scipy.special import gammaln
+
+from vijax.cavi import _validate
+from vijax.cavi._numerics import (
+    HALF_LOG_2PI,
+    LOG_2PI,
+    digamma_minus_log,
+    divide_hilo,
+    log_factorial_remainder,
+    log_hilo,
+    poisson_deviance,
+    split_float32,
+    stirling_remainder,
+    two_sum,
+)
+from vijax.cavi._types import EventTerms, Observations, Params, Prior, Statistics
 
 Array = jax.Array
 
-LOG_2PI = 1.8378770664093453  # log(2 pi)
+__all__ = ["LOG_2PI", "SUM_BLOCK", "EventTerms", "Observations", "Params", "Prior",
+           "Statistics", "sum_blocks"]
+
+# Sums over more events than this are taken in blocks of at most this many, then over the
+# blocks: the rounding error of a float32 sum grows with the length of its sequential runs,
+# and sums over 1e6 events of strengths 1e9 or locations 1e5 otherwise lose 1e-6 of their
+# value, enough to put a float32 fit's fixed point 5e-5 of the ELBO below float64's. (Few,
+# large blocks: a batched product runs one call per block.)
+SUM_BLOCK = 16384
 
 
-class Prior(NamedTuple):
-    """Hyperparameters (MODEL.md section 1).
-
-    Attributes:
-        tau: location precision within a cluster, > 0.
-        alpha, beta: Gamma(shape, rate) prior on the Poisson rates, > 0.
-        nu: ``(2,)`` prior mean of the cluster centres.
-        rho: prior precision of the cluster centres, > 0.
-        pi: ``(K,)`` fixed mixture weights on the simplex; None means uniform ``1/K``.
-        concentration: Dirichlet prior on learned mixture weights, a scalar or ``(K,)``,
-            > 0. When given, the weights are learned (``q(pi)``) and ``pi`` must be None.
-    """
-
-    tau: Array | float = 1.0
-    alpha: Array | float = 1.0
-    beta: Array | float = 1.0
-    nu: Array | tuple[float, float] = (0.0, 0.0)
-    rho: Array | float = 1.0
-    pi: Array | None = None
-    concentration: Array | float | None = None
+def sum_blocks(num_events: int) -> int:
+    """How many blocks :func:`statistics` sums ``num_events`` events in: ``ceil(N /
+    SUM_BLOCK)`` when that divides ``N`` (:func:`vijax.cavi.fit` pads the events so), else 1."""
+    blocks = -(-num_events // SUM_BLOCK)
+    return blocks if blocks > 1 and num_events % blocks == 0 else 1
 
 
-class Observations(NamedTuple):
-    """Events: ``locations`` ``(N, 2)``, ``strengths`` ``(N,)`` counts, ``weights`` ``(N,)``.
-
-    ``weights`` is 1 for a real event and 0 for padding; None means all ones.
-    """
-
-    locations: Array
-    strengths: Array
-    weights: Array | None = None
-
-
-class Params(NamedTuple):
-    """Variational parameters.
-
-    Attributes:
-        responsibilities: ``(N, K)`` rows of ``r_n`` on the simplex, ``q(Z_n) = Cat(r_n)``.
-        gamma_shape, gamma_rate: ``(K,)`` ``a_k, b_k`` of ``q(lam_k) = Gamma(a_k, b_k)``
-            (shape-rate), so ``E[lam_k] = gamma_shape / gamma_rate``.
-        mean, precision: ``(K, 2)`` ``m_k`` and ``(K,)`` ``s_k`` of ``q(mu_k)``.
-        concentration: ``(K,)`` ``g_k`` of ``q(pi) = Dir(g)``; None when ``pi`` is fixed.
-    """
-
-    responsibilities: Array
-    gamma_shape: Array
-    gamma_rate: Array
-    mean: Array
-    precision: Array
-    concentration: Array | None = None
-
-
-class Statistics(NamedTuple):
-    """Sufficient statistics of the global updates, each a sum over events.
-
-    ``counts`` ``sum_n r_nk``, ``strength_sums`` ``sum_n r_nk S_n``, ``location_sums``
-    ``sum_n r_nk X_n`` (``(K, 2)``). With sharded events each is a partial sum plus an
-    all-reduce.
-    """
-
-    counts: Array
-    strength_sums: Array
-    location_sums: Array
+# ------------------------------------------------------------------- per-event quantities
 
 
 def event_weights(data: Observations) -> Array:
     """``(N,)`` the events' weights: ``data.weights``, or ones when it is None."""
+    _validate.data_structure(data)
     if data.weights is None:
         return jnp.ones(data.strengths.shape, data.locations.dtype)
     return data.weights
 
 
+def event_terms(data: Observations, prior: Prior) -> EventTerms:
+    """The per-event quantities of the ELBO (:class:`EventTerms`): ``l_n``, ``log(S_n / 2^e)``
+    in the working dtype, ``c_n = o_n - S_n (log(S_n / 2^e) - l_n)`` and ``e``.
+
+    They do not change during a fit, so :func:`fit` computes them once and passes them to
+    every :func:`sweep`.
+    """
+    _validate.data_structure(data)
+    _validate.prior_structure(prior)
+    return _event_terms(data, prior)
+
+
+@jax.jit
+def _event_terms(data: Observations, prior: Prior) -> EventTerms:
+    x = data.locations
+    s = data.strengths.astype(x.dtype)
+    # max S / 2^e in [1/4, 1/2) (frexp's mantissa is in [1/2, 1)); e = 1 when all S are 0.
+    exponent = jnp.frexp(jnp.max(s))[1].astype(jnp.int32) + 1
+    positive = s > 0
+    hi, lo = log_hilo(jnp.where(positive, jnp.ldexp(s, -exponent), 1.0))
+    offset = jnp.log(jnp.asarray(prior.tau, x.dtype)) - LOG_2PI - log_factorial_remainder(s)
+    return EventTerms(jnp.where(positive, hi, 0.0), offset - jnp.where(positive, s * lo, 0.0),
+                      exponent)
+
+
+# ----------------------------------------------------------------- per-cluster quantities
+
+
 def expected_log_weights(prior: Prior, params: Params) -> Array:
-    """``E[log pi_k]``: ``log pi_k`` when fixed, ``psi(g_k) - psi(sum g)`` when learned."""
+    """``E[log pi_k]``: ``log pi_k`` when fixed, ``log(g_k/G) + f(g_k) - f(G)``
+    (``= psi(g_k) - psi(G)``, ``G = sum g``) when learned."""
+    return _weights(prior, params)[0]
+
+
+def _weights(prior: Prior, params: Params) -> tuple[Array, Array | None, Array | None]:
+    """``E[log pi_k]`` and, when learned, ``f(g_k)`` and ``f(G)``."""
     num_clusters = params.gamma_shape.shape[-1]
     if params.concentration is not None:
         g = params.concentration
-        return digamma(g) - digamma(jnp.sum(g, axis=-1, keepdims=True))
+        total = jnp.sum(g, axis=-1, keepdims=True)
+        f_g, f_total = digamma_minus_log(g), digamma_minus_log(total)
+        return jnp.log(g / total) + f_g - f_total, f_g, f_total
     if prior.pi is None:
-        return jnp.full((num_clusters,), -jnp.log(num_clusters), params.gamma_shape.dtype)
-    return jnp.log(jnp.asarray(prior.pi, params.gamma_shape.dtype))
+        log_pi = jnp.full((num_clusters,), -jnp.log(num_clusters), params.gamma_shape.dtype)
+    else:
+        log_pi = jnp.log(jnp.asarray(prior.pi, params.gamma_shape.dtype))
+    return log_pi, None, None
 
 
-def event_terms(data: Observations, prior: Prior) -> Array:
-    """``(N,)`` the parts of ``L_nk`` that do not depend on ``k``:
-    ``log tau - log(2 pi) - log Gamma(S_n + 1)``. They cancel in ``q(Z)`` and are constant
-    during a fit, so :func:`fit` sums them once rather than every sweep."""
-    s = data.strengths.astype(data.locations.dtype)
-    return jnp.log(jnp.asarray(prior.tau, s.dtype)) - LOG_2PI - gammaln(s + 1.0)
+class _Clusters(NamedTuple):
+    """Per-cluster quantities of ``L_nk`` (module docstring) and the global ELBO terms,
+    computed together so that each special function is evaluated once."""
+
+    constant: Array  # E[log pi_k] - tau/s_k
+    shape_term: Array  # f(a_k)
+    rate: Array  # lam_k = rate + rate_error
+    rate_error: Array
+    log_rate: Array  # E[log lam_k] - e log 2 = log_rate + log_rate_error
+    log_rate_error: Array
+    global_terms: Array  # global_terms(prior, params)
+
+
+def _clusters(prior: Prior, params: Params, scale_exponent: Array | int = 0) -> _Clusters:
+    dtype = params.gamma_shape.dtype
+    k = params.gamma_shape.shape[-1]
+    a, b, m, s = params.gamma_shape, params.gamma_rate, params.mean, params.precision
+    tau = jnp.asarray(prior.tau, dtype)
+    rate, rate_error = divide_hilo(a, b)
+    shape_term = digamma_minus_log(a)
+    # log(lam / 2^e): the division by a power of two is exact; log(l + l') = log l + l'/l
+    # to within (l'/l)^2 / 2 < 1e-14.
+    log_hi, log_lo = log_hilo(jnp.ldexp(rate, -jnp.asarray(scale_exponent, jnp.int32)))
+    log_rate, log_rate_error = two_sum(log_hi, (log_lo + rate_error / rate) + shape_term)
+    e_log_pi, f_g, f_total = _weights(prior, params)
+
+    # The global terms: priors and entropies, the entropies in the forms of the docstring.
+    nu = jnp.asarray(prior.nu, dtype)
+    rho, alpha, beta = prior.rho, prior.alpha, prior.beta
+    e_log_rate = jnp.log(rate) + shape_term
+    log_p_mu = (jnp.log(rho) - LOG_2PI
+                - 0.5 * rho * (jnp.sum((m - nu) ** 2, axis=-1) + 2.0 / s))
+    log_p_lam = (alpha * jnp.log(beta) - gammaln(alpha) + (alpha - 1.0) * e_log_rate
+                 - beta * rate)
+    entropy_mu = 1.0 + LOG_2PI - jnp.log(s)
+    entropy_lam = (HALF_LOG_2PI + 0.5 * jnp.log(a) - jnp.log(b) + stirling_remainder(a)
+                   + (1.0 - a) * shape_term)
+    total = jnp.sum(log_p_mu + log_p_lam + entropy_mu + entropy_lam)
+    if params.concentration is not None:
+        g = params.concentration
+        c = jnp.broadcast_to(jnp.asarray(prior.concentration, dtype), g.shape)
+        log_p_pi = gammaln(jnp.sum(c)) - jnp.sum(gammaln(c)) + jnp.sum((c - 1.0) * e_log_pi)
+        big_g = jnp.sum(g)
+        entropy_pi = (jnp.sum(0.5 * jnp.log(g) + stirling_remainder(g)
+                              - (g - 1.0) * (f_g - f_total))
+                      - (k - 0.5) * jnp.log(big_g) + (k - 1) * HALF_LOG_2PI
+                      - stirling_remainder(big_g))
+        total = total + log_p_pi + entropy_pi
+    constant = e_log_pi - tau / s
+    return _Clusters(constant, shape_term, rate, rate_error, log_rate, log_rate_error, total)
+
+
+# ------------------------------------------------------------------------------- q(Z)
+
+
+def _split_strengths(s: Array) -> tuple[Array, Array]:
+    """``S = S_hi + S_lo`` with 12 significant bits in each half (float32), so that products
+    with a 12-bit factor are exact; ``(S, 0)`` in float64, which needs no split."""
+    if s.dtype == jnp.float64:
+        return s, jnp.zeros_like(s)
+    return split_float32(s)
+
+
+def _centred_logits(data: Observations, prior: Prior, params: Params, events: EventTerms,
+                    c: _Clusters) -> Array:
+    """``C_nk`` of the module docstring (``c`` from :func:`_clusters` at
+    ``events.scale_exponent``)."""
+    x = data.locations
+    s = data.strengths.astype(x.dtype)
+    s_hi, s_lo = _split_strengths(s)
+    tau = jnp.asarray(prior.tau, x.dtype)
+    # Two (N, K) planes rather than an (N, K, 2) block: the size-2 axis vectorises badly.
+    # Differences, not an expanded square, keep locations far from the origin exact.
+    dx = x[:, 0:1] - params.mean[None, :, 0]
+    dy = x[:, 1:2] - params.mean[None, :, 1]
+    log_ratio = c.log_rate[None, :] - events.log_strength[:, None]  # exact
+    rate_gap = c.rate[None, :] - s[:, None]  # exact where it matters
+    poisson = (((s_hi[:, None] * log_ratio - rate_gap) + s_lo[:, None] * log_ratio)
+               + s[:, None] * c.log_rate_error[None, :])
+    return (c.constant - c.rate_error)[None, :] - 0.5 * tau * (dx * dx + dy * dy) + poisson
 
 
 def assignment_logits(data: Observations, prior: Prior, params: Params,
-                      include_event_terms: bool = True) -> Array:
+                      include_event_terms: bool = True,
+                      events: EventTerms | None = None) -> Array:
     """``(N, K)`` log-joint expectations ``L_nk = E_q[log p(Z_n = k, X_n, S_n | mu, lam)]``.
 
     These are the unnormalised ``log r_nk`` of MODEL.md with every constant kept::
@@ -137,49 +274,93 @@ def assignment_logits(data: Observations, prior: Prior, params: Params,
                + S_n (psi(a_k) - log b_k) - a_k/b_k - log Gamma(S_n + 1)
 
     so that ``r_n = softmax(L_n)`` and ``sum_n logsumexp_k L_nk`` is the data part of the
-    ELBO at that ``r``. With ``include_event_terms=False`` the terms constant in ``k``
-    (:func:`event_terms`) are left out. The distance is formed from differences, not
-    expanded, so that locations far from the origin keep their precision.
+    ELBO at that ``r``. They are computed as ``C_nk + c_n`` (module docstring), accurately
+    in float32 at any strength. With ``include_event_terms=False`` the per-event constant
+    ``c_n`` is left out: the centred logits ``C_nk``, with the same softmax. ``events``
+    (:func:`event_terms`) may be passed in when known.
     """
-    x = data.locations
-    s = data.strengths.astype(x.dtype)
-    tau = jnp.asarray(prior.tau, x.dtype)
-    # Two (N, K) planes rather than an (N, K, 2) block: the size-2 axis vectorises badly.
-    dx = x[:, 0:1] - params.mean[None, :, 0]
-    dy = x[:, 1:2] - params.mean[None, :, 1]
-    sq_dist = dx * dx + dy * dy
-    e_log_rate = digamma(params.gamma_shape) - jnp.log(params.gamma_rate)
-    per_cluster = (expected_log_weights(prior, params) - tau / params.precision
-                   - params.gamma_shape / params.gamma_rate)
-    logits = per_cluster[None, :] - 0.5 * tau * sq_dist + s[:, None] * e_log_rate[None, :]
+    n, _ = _validate.model_inputs(data, prior, params, responsibilities=False)
+    _validate.events_structure(events, n)
+    include_event_terms = _validate.flag("include_event_terms", include_event_terms)
+    return _assignment_logits(data, prior, _globals(params), events,
+                              include_event_terms=include_event_terms)
+
+
+@partial(jax.jit, static_argnames=("include_event_terms",))
+def _assignment_logits(data, prior, params, events, *, include_event_terms):
+    if events is None:
+        events = _event_terms(data, prior)
+    logits = _centred_logits(data, prior, params, events,
+                             _clusters(prior, params, events.scale_exponent))
     if include_event_terms:
-        logits = logits + event_terms(data, prior)[:, None]
+        logits = logits + events.constant[:, None]
     return logits
 
 
-def responsibilities(data: Observations, prior: Prior, params: Params) -> Array:
+def responsibilities(data: Observations, prior: Prior, params: Params,
+                     events: EventTerms | None = None) -> Array:
     """``(N, K)`` ``q(Z_n)`` for the events in ``data`` under the global factors of ``params``.
 
     This is the ``q(Z)`` update; applied to new events it gives their cluster probabilities.
     """
-    return jax.nn.softmax(assignment_logits(data, prior, params), axis=-1)
+    n, _ = _validate.model_inputs(data, prior, params, responsibilities=False)
+    _validate.events_structure(events, n)
+    return _responsibilities(data, prior, _globals(params), events)
+
+
+@jax.jit
+def _responsibilities(data, prior, params, events):
+    logits = _assignment_logits(data, prior, params, events, include_event_terms=False)
+    return jax.nn.softmax(logits, axis=-1)
 
 
 def update_assignments(data: Observations, prior: Prior, params: Params) -> Params:
     """The exact maximiser of the ELBO in ``q(Z)``: ``r_n = softmax_k(L_nk)``."""
-    return params._replace(responsibilities=responsibilities(data, prior, params))
+    _validate.model_inputs(data, prior, params, responsibilities=False)
+    r = _responsibilities(data, prior, _globals(params), None)
+    return params._replace(responsibilities=r)
+
+
+def _globals(params: Params) -> Params:
+    """``params`` without the responsibilities, for the functions that do not read them
+    (so that compiled code does not depend on them)."""
+    return params._replace(responsibilities=None)
+
+
+# ----------------------------------------------------------------- the global updates
 
 
 def statistics(data: Observations, responsibilities: Array) -> Statistics:
-    """Weighted sufficient statistics of ``responsibilities`` ``(N, K)``."""
-    x = data.locations
+    """Weighted sufficient statistics of ``responsibilities`` ``(N, K)``.
+
+    Over more than :data:`SUM_BLOCK` events the sums are taken per block of events and then
+    over the blocks (:func:`sum_blocks`), which keeps them to about float32 resolution at
+    ``N = 1e6``.
+    """
+    n = _validate.data_structure(data)
+    _validate.array("responsibilities", responsibilities, (n, None))
+    return _statistics(data, responsibilities, jnp.zeros(2, data.locations.dtype))
+
+
+@jax.jit
+def _statistics(data: Observations, responsibilities: Array, centre: Array) -> Statistics:
+    """:func:`statistics`, with ``location_sums`` ``sum_n r_nk (X_n - centre)``."""
+    x = data.locations - centre
+    n = x.shape[0]
     w = event_weights(data)
-    # One (4, N) @ (N, K) product with the rows [1, S_n, X_n1, X_n2]: a single pass over r,
-    # faster on CPU than separate reductions.
+    # One product with the rows [1, S_n, X_n1, X_n2]: a single pass over r, faster on CPU
+    # than separate reductions. HIGHEST: on GPUs a float32 product otherwise uses TF32.
     features = jnp.concatenate(
         [w[:, None], (w * data.strengths.astype(x.dtype))[:, None], w[:, None] * x], axis=1)
-    # HIGHEST: on GPUs a float32 product otherwise defaults to TF32 (10-bit mantissa).
-    sums = jnp.matmul(features.T, responsibilities, precision=jax.lax.Precision.HIGHEST)
+    highest = jax.lax.Precision.HIGHEST
+    blocks = sum_blocks(n)
+    if blocks > 1:
+        size, k = n // blocks, responsibilities.shape[-1]
+        sums = jnp.sum(jnp.einsum("bnf,bnk->bfk", features.reshape(blocks, size, 4),
+                                  responsibilities.reshape(blocks, size, k),
+                                  precision=highest), axis=0)
+    else:
+        sums = jnp.matmul(features.T, responsibilities, precision=highest)
     return Statistics(counts=sums[0], strength_sums=sums[1], location_sums=sums[2:].T)
 
 
@@ -197,28 +378,48 @@ def locations_from_statistics(prior: Prior, stats: Statistics) -> tuple[Array, A
     return mean, precision
 
 
+def _locations_around_nu(prior: Prior, stats: Statistics) -> tuple[Array, Array]:
+    """:func:`locations_from_statistics` from location sums taken around ``nu``
+    (``sum_n r_nk (X_n - nu)``): ``m_k = nu + tau sum_n r_nk (X_n - nu) / s_k``, the same
+    number, but accurate where the locations are far from the origin and near ``nu``."""
+    dtype = stats.location_sums.dtype
+    nu = jnp.asarray(prior.nu, dtype)
+    precision = prior.rho + prior.tau * stats.counts
+    return nu[None, :] + prior.tau * stats.location_sums / precision[:, None], precision
+
+
 def weights_from_statistics(prior: Prior, stats: Statistics) -> Array:
     """``g_k = c_k + sum_n r_nk`` (learned weights only)."""
     return prior.concentration + stats.counts
 
 
+def _nu(prior: Prior, data: Observations) -> Array:
+    return jnp.asarray(prior.nu, data.locations.dtype)
+
+
 def update_rates(data: Observations, prior: Prior, params: Params) -> Params:
     """The exact maximiser of the ELBO in ``q(lam)``."""
-    shape, rate = rates_from_statistics(prior, statistics(data, params.responsibilities))
+    _validate.model_inputs(data, prior, params, responsibilities=True)
+    stats = _statistics(data, params.responsibilities, _nu(prior, data))
+    shape, rate = rates_from_statistics(prior, stats)
     return params._replace(gamma_shape=shape, gamma_rate=rate)
 
 
 def update_locations(data: Observations, prior: Prior, params: Params) -> Params:
     """The exact maximiser of the ELBO in ``q(mu)``."""
-    mean, precision = locations_from_statistics(prior, statistics(data, params.responsibilities))
+    _validate.model_inputs(data, prior, params, responsibilities=True)
+    stats = _statistics(data, params.responsibilities, _nu(prior, data))
+    mean, precision = _locations_around_nu(prior, stats)
     return params._replace(mean=mean, precision=precision)
 
 
 def update_weights(data: Observations, prior: Prior, params: Params) -> Params:
     """The exact maximiser of the ELBO in ``q(pi)``; the identity when ``pi`` is fixed."""
+    _validate.model_inputs(data, prior, params, responsibilities=True)
     if params.concentration is None:
         return params
-    g = weights_from_statistics(prior, statistics(data, params.responsibilities))
+    g = weights_from_statistics(prior, _statistics(data, params.responsibilities,
+                                                   _nu(prior, data)))
     return params._replace(concentration=g)
 
 
@@ -227,79 +428,117 @@ def update_globals(data: Observations, prior: Prior, params: Params) -> Params:
 
     They depend on the data only through ``r``, not on each other, so the order is free.
     """
-    stats = statistics(data, params.responsibilities)
+    _validate.model_inputs(data, prior, params, responsibilities=True)
+    return _update_globals(data, prior, params)
+
+
+@jax.jit
+def _update_globals(data: Observations, prior: Prior, params: Params) -> Params:
+    stats = _statistics(data, params.responsibilities, _nu(prior, data))
     shape, rate = rates_from_statistics(prior, stats)
-    mean, precision = locations_from_statistics(prior, stats)
+    mean, precision = _locations_around_nu(prior, stats)
     g = None if params.concentration is None else weights_from_statistics(prior, stats)
     return params._replace(gamma_shape=shape, gamma_rate=rate, mean=mean, precision=precision,
                            concentration=g)
+
+
+# ------------------------------------------------------------------------------- ELBO
 
 
 def global_terms(prior: Prior, params: Params) -> Array:
     """The ELBO's terms that involve no event: priors and entropies of the global factors.
 
     ``sum_k E[log p(mu_k)] + E[log p(lam_k)] + H[q(mu_k)] + H[q(lam_k)]``, plus
-    ``E[log p(pi)] + H[q(pi)]`` when the weights are learned.
+    ``E[log p(pi)] + H[q(pi)]`` when the weights are learned; the entropies in the forms of
+    the module docstring.
     """
-    dtype = params.gamma_shape.dtype
-    a, b, m, s = params.gamma_shape, params.gamma_rate, params.mean, params.precision
-    nu = jnp.asarray(prior.nu, dtype)
-    rho, alpha, beta = prior.rho, prior.alpha, prior.beta
-    e_log_rate = digamma(a) - jnp.log(b)
-    log_p_mu = (jnp.log(rho) - LOG_2PI
-                - 0.5 * rho * (jnp.sum((m - nu) ** 2, axis=-1) + 2.0 / s))
-    log_p_lam = (alpha * jnp.log(beta) - gammaln(alpha) + (alpha - 1.0) * e_log_rate
-                 - beta * a / b)
-    entropy_mu = 1.0 + LOG_2PI - jnp.log(s)
-    entropy_lam = a - jnp.log(b) + gammaln(a) + (1.0 - a) * digamma(a)
-    total = jnp.sum(log_p_mu + log_p_lam + entropy_mu + entropy_lam)
-    if params.concentration is not None:
-        g = params.concentration
-        c = jnp.broadcast_to(jnp.asarray(prior.concentration, dtype), g.shape)
-        e_log_pi = expected_log_weights(prior, params)
-        log_p_pi = gammaln(jnp.sum(c)) - jnp.sum(gammaln(c)) + jnp.sum((c - 1.0) * e_log_pi)
-        entropy_pi = -gammaln(jnp.sum(g)) + jnp.sum(gammaln(g)) - jnp.sum((g - 1.0) * e_log_pi)
-        total = total + log_p_pi + entropy_pi
-    return total
+    k = _validate.params_structure(params, responsibilities=False)
+    _validate.prior_structure(prior, k)
+    _validate.learned_weights_agree(prior, params)
+    return _global_terms(prior, _globals(params))
+
+
+@jax.jit
+def _global_terms(prior: Prior, params: Params) -> Array:
+    return _clusters(prior, params).global_terms
 
 
 def elbo(data: Observations, prior: Prior, params: Params) -> Array:
     """The exact ELBO of MODEL.md section 1 at any ``params`` (``r`` need not be optimal).
 
-    ``sum_nk r_nk (L_nk - log r_nk)`` (with ``0 log 0 = 0``) plus :func:`global_terms`.
+    ``sum_nk r_nk (L_nk - log r_nk)`` (with ``0 log 0 = 0``) plus :func:`global_terms`,
+    with ``L_nk`` in the first form of the module docstring, which loses no precision.
     """
-    logits = assignment_logits(data, prior, params)
+    _validate.model_inputs(data, prior, params, responsibilities=True)
+    return _elbo(data, prior, params)
+
+
+@jax.jit
+def _elbo(data: Observations, prior: Prior, params: Params) -> Array:
+    x = data.locations
+    s = data.strengths.astype(x.dtype)
+    tau = jnp.asarray(prior.tau, x.dtype)
+    c = _clusters(prior, params)
+    offset = jnp.log(tau) - LOG_2PI - log_factorial_remainder(s)
+    dx = x[:, 0:1] - params.mean[None, :, 0]
+    dy = x[:, 1:2] - params.mean[None, :, 1]
+    inner = (c.constant[None, :] - 0.5 * tau * (dx * dx + dy * dy)
+             + s[:, None] * c.shape_term[None, :]
+             + poisson_deviance(s[:, None], c.rate[None, :], c.rate_error[None, :]))
     r = params.responsibilities
     safe_r = jnp.where(r > 0, r, 1.0)
-    per_entry = jnp.where(r > 0, r * (logits - jnp.log(safe_r)), 0.0)
-    data_terms = jnp.sum(per_entry, axis=-1) @ event_weights(data)
-    return data_terms + global_terms(prior, params)
+    per_entry = jnp.where(r > 0, r * (inner - jnp.log(safe_r)), 0.0)
+    per_event = jnp.sum(per_entry, axis=-1) + jnp.sum(r, axis=-1) * offset
+    return per_event @ event_weights(data) + c.global_terms
 
 
 def assign_with_elbo(data: Observations, prior: Prior, params: Params,
-                     event_sum: Array | None = None) -> tuple[Params, Array]:
+                     events: EventTerms | None = None) -> tuple[Params, Array]:
     """The ``q(Z)`` update and the exact ELBO at the result, from one pass over the events.
 
     At ``r_n = softmax(L_n)``, ``sum_k r_nk (L_nk - log r_nk) = logsumexp_k L_nk``, so the
-    ELBO needs no second pass: ``sum_n logsumexp_k L_nk`` plus :func:`global_terms`.
-    ``event_sum``, the weighted sum of :func:`event_terms`, may be passed in when known.
+    ELBO needs no second pass: ``sum_n [logsumexp_k C_nk + c_n]`` plus :func:`global_terms`
+    (module docstring). ``events`` (:func:`event_terms`) may be passed in when known.
+    ``params.responsibilities`` is not read (it may be None).
     """
-    w = event_weights(data)
-    if event_sum is None:
-        event_sum = event_terms(data, prior) @ w
-    logits = assignment_logits(data, prior, params, include_event_terms=False)
+    n, _ = _validate.model_inputs(data, prior, params, responsibilities=False)
+    _validate.events_structure(events, n)
+    return _assign_with_elbo(data, prior, _globals(params), events)
+
+
+@jax.jit
+def _assign_with_elbo(data: Observations, prior: Prior, params: Params,
+                      events: EventTerms | None) -> tuple[Params, Array]:
+    if events is None:
+        events = _event_terms(data, prior)
+    c = _clusters(prior, params, events.scale_exponent)
+    logits = _centred_logits(data, prior, params, events, c)
     peak = jnp.max(logits, axis=-1, keepdims=True)
     unnormalised = jnp.exp(logits - peak)
     total = jnp.sum(unnormalised, axis=-1, keepdims=True)
-    log_norm = (peak + jnp.log(total))[:, 0]
-    value = log_norm @ w + event_sum + global_terms(prior, params)
+    log_norm = (peak + jnp.log(total))[:, 0] + events.constant
+    value = log_norm @ event_weights(data) + c.global_terms
     return params._replace(responsibilities=unnormalised / total), value
 
 
 def sweep(data: Observations, prior: Prior, params: Params,
-          event_sum: Array | None = None) -> tuple[Params, Array]:
+          events: EventTerms | None = None) -> tuple[Params, Array]:
     """One CAVI sweep: the global factors from ``r``, then ``q(Z)``; returns the new ELBO.
 
     Each block update is an exact coordinate maximiser, so the ELBO never decreases.
     """
-    return assign_with_elbo(data, prior, update_globals(data, prior, params), event_sum)
+    n, _ = _validate.model_inputs(data, prior, params, responsibilities=True)
+    _validate.events_structure(events, n)
+    return _sweep(data, prior, params, events)
+
+
+@jax.jit
+def _sweep(data: Observations, prior: Prior, params: Params,
+           events: EventTerms | None) -> tuple[Params, Array]:
+    return _assign_with_elbo(data, prior, _globals(_update_globals(data, prior, params)),
+                             events)
+
+
+# The compiled cores, for tests that check that bad input is refused before compiling.
+COMPILED = (_event_terms, _assignment_logits, _responsibilities, _statistics,
+            _update_globals, _global_terms, _elbo, _assign_with_elbo, _sweep)

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from vijax import _checks
-from vijax.cavi.fit import as_prior, float_dtype
-from vijax.cavi.model import Observations, Prior
+from vijax.cavi._types import Observations, Prior
+from vijax.cavi._validate import check_prior, to_prior, working_dtype
 
 Array = jax.Array
 
@@ -47,15 +47,15 @@ def sample_events(key: Array, means: Array, rates: Array, weights: Array, tau: f
     """
     _checks.check_key("key", key)
     (k, _) = _checks.check_shape("means", means, (None, 2))
-    _checks.check_finite("means", means)
+    _checks.check_real("means", means)
     _checks.check_shape("rates", rates, (k,))
-    _checks.check_positive("rates", rates)
-    _checks.check_probabilities("weights", weights, length=k)
+    _checks.check_real("rates", rates, positive=True)
     _checks.check_shape("weights", weights, (k,))
+    _checks.check_probabilities("weights", weights, length=k)
     _checks.check_shape("tau", tau, ())
-    _checks.check_positive("tau", tau)
+    _checks.check_real("tau", tau, positive=True, divisor=True)
     num_events = _checks.check_int("num_events", num_events, 1)
-    dtype = float_dtype()
+    dtype = working_dtype()
     means, rates = jnp.asarray(means, dtype), jnp.asarray(rates, dtype)
     key_z, key_x, key_s = jax.random.split(key, 3)
     labels = jax.random.choice(key_z, k, (num_events,), p=jnp.asarray(weights, dtype))
@@ -77,8 +77,11 @@ def simulate(key: Array, prior: Prior, num_clusters: int,
     """
     _checks.check_key("key", key)
     num_clusters = _checks.check_int("num_clusters", num_clusters, 1)
-    prior = as_prior(prior, num_clusters)
-    dtype = float_dtype()
+    check_prior(prior, num_clusters)
+    num_events = _checks.check_int("num_events", num_events, 1)
+
+    prior = to_prior(prior, num_clusters)
+    dtype = working_dtype()
     key_mu, key_lam, key_pi, key_events = jax.random.split(key, 4)
     means = prior.nu + jax.random.normal(key_mu, (num_clusters, 2), dtype) / jnp.sqrt(prior.rho)
     rates = jax.random.gamma(key_lam, prior.alpha, (num_clusters,), dtype) / prior.beta
