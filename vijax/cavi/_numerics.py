@@ -41,6 +41,17 @@ def is_double(dtype) -> bool:
     return jnp.dtype(dtype) == jnp.float64
 
 
+def times_power_of_two(x: Array, exponent: Array) -> Array:
+    """``x 2^exponent``, exactly (a product with a power of two built from its bits; for
+    ``|exponent| < 127``), where ``jnp.ldexp`` goes through ``pow``."""
+    exponent = jnp.asarray(exponent, jnp.int32)
+    if is_double(x.dtype):
+        bits = jax.lax.shift_left((exponent + 1023).astype(jnp.uint64), jnp.uint64(52))
+        return x * jax.lax.bitcast_convert_type(bits, jnp.float64)
+    bits = jax.lax.shift_left((exponent + 127).astype(jnp.uint32), jnp.uint32(23))
+    return x * jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
 # ------------------------------------------------------------------ special functions
 
 
@@ -62,6 +73,16 @@ def _r_series(x: Array) -> Array:
         1.0 / 1680 - inv2 * (1.0 / 1188 - inv2 * (691.0 / 360360))))))
 
 
+def _harmonic_and_product(x: Array) -> tuple[Array, Array]:
+    """``sum_{i<10} 1/(x + i)`` and ``prod_{i<10} (x + i)``, with a single division (small
+    ``x``: the product is at most 20^10)."""
+    numerator, product = jnp.ones_like(x), x
+    for i in range(1, _SHIFT):
+        numerator = numerator * (x + i) + product
+        product = product * (x + i)
+    return numerator / product, product
+
+
 def digamma_minus_log(x: Array) -> Array:
     """``f(x) = psi(x) - log x`` for ``x > 0``, without cancellation at large ``x``.
 
@@ -71,8 +92,8 @@ def digamma_minus_log(x: Array) -> Array:
     """
     small = x < _SERIES_FROM
     xs = jnp.where(small, x, 1.0)
-    shifted = (_f_series(xs + _SHIFT) + jnp.log1p(_SHIFT / xs)
-               - sum(1.0 / (xs + i) for i in range(_SHIFT)))
+    harmonic, _ = _harmonic_and_product(xs)
+    shifted = _f_series(xs + _SHIFT) + jnp.log1p(_SHIFT / xs) - harmonic
     return jnp.where(small, shifted, _f_series(jnp.where(small, _SERIES_FROM, x)))
 
 
@@ -81,15 +102,16 @@ def stirling_remainder(x: Array) -> Array:
 
     ``R(x) = 1/(12x) - 1/(360x^3) + 1/(1260x^5) - ...`` (A&S 6.1.41) for ``x >= 10``; below,
     ``log Gamma(x) = log Gamma(x + 10) - sum_{i<10} log(x + i)`` gives
-    ``R(x) = R(x + 10) + (x - 1/2) log(1 + 10/x) - log prod_{i<10} (x + i)/(x + 10) - 10``.
+    ``R(x) = R(x + 10) + (x - 1/2) log(1 + 10/x) - log(prod_{i<10} (x + i) / (x + 10)^10) - 10``.
     """
     small = x < _SERIES_FROM
     xs = jnp.where(small, x, 1.0)
-    ratio = 1.0
-    for i in range(_SHIFT):
-        ratio = ratio * ((xs + i) / (xs + _SHIFT))
-    shifted = (_r_series(xs + _SHIFT) + (xs - 0.5) * jnp.log1p(_SHIFT / xs) - jnp.log(ratio)
-               - _SHIFT)
+    _, product = _harmonic_and_product(xs)
+    top = xs + _SHIFT
+    top2 = top * top
+    top10 = top2 * top2 * top2 * top2 * top2
+    shifted = (_r_series(top) + (xs - 0.5) * jnp.log1p(_SHIFT / xs)
+               - jnp.log(product / top10) - _SHIFT)
     return jnp.where(small, shifted, _r_series(jnp.where(small, _SERIES_FROM, x)))
 
 
@@ -213,7 +235,8 @@ def _log_table(bits: int):
 
 
 _TABLE_BITS = 10
-_R, _NEG_LOG_R_HI, _NEG_LOG_R_LO = _log_table(_TABLE_BITS)
+# One (2^bits, 3) table (r_j, -log r_j hi, lo): a single lookup.
+_TABLE = np.stack(_log_table(_TABLE_BITS), axis=1)
 # log 2 in three parts; the first two have 16 significant bits so that e * part is exact.
 _LN2_HI = float(np.float32(round(math.log(2.0) * 2**16) / 2**16))
 _LN2_MID = float(np.float32(round((math.log(2.0) - _LN2_HI) * 2**33) / 2**33))
@@ -233,18 +256,18 @@ def _log_hilo32(x: Array) -> tuple[Array, Array]:
     m_bits = (bits & jnp.uint32(0x007FFFFF)) | jnp.uint32(0x3F800000)
     m = jax.lax.bitcast_convert_type(m_bits, jnp.float32)
     j = ((bits >> (23 - _TABLE_BITS)) & jnp.uint32((1 << _TABLE_BITS) - 1)).astype(jnp.int32)
-    r = jnp.asarray(_R)[j]
+    r, neg_log_r_hi, neg_log_r_lo = jnp.moveaxis(jnp.asarray(_TABLE)[j], -1, 0)
     m_hi, m_lo = split_float32(m)
     a = m_hi * r - 1.0  # exact: a 24-bit product within 2^-10 of 1
     b = m_lo * r  # exact: 12 x 12 bits
     ef = e.astype(jnp.float32)
-    hi, err = two_sum(ef * _LN2_HI, jnp.asarray(_NEG_LOG_R_HI)[j])
+    hi, err = two_sum(ef * _LN2_HI, neg_log_r_hi)
     hi, err2 = two_sum(hi, ef * _LN2_MID)
     hi, err3 = two_sum(hi, a)
     hi, err4 = two_sum(hi, b)
     v = a + b
     poly = v * v * (-0.5 + v * (1.0 / 3 - 0.25 * v))
-    lo = (((err + err2) + (err3 + err4)) + (jnp.asarray(_NEG_LOG_R_LO)[j] + ef * _LN2_LO)) + poly
+    lo = (((err + err2) + (err3 + err4)) + (neg_log_r_lo + ef * _LN2_LO)) + poly
     return two_sum(hi, lo)
 
 

@@ -263,8 +263,6 @@ def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: in
     return result._replace(params=result.params._replace(responsibilities=r))
 
 
-
-
 def predict(data: Any, prior: Prior, params: Params) -> Array:
     """``(M, K)`` cluster probabilities ``q(Z)`` of new events under fitted ``params``.
 

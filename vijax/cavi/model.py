@@ -64,17 +64,19 @@ at most 12 significant bits, so with ``S_n = S_hi + S_lo`` split into halves of 
 is ``sum_n [logsumexp_k C_nk + c_n]`` plus the global terms (:func:`assign_with_elbo`).
 
 Sums over events (:func:`statistics`) are taken in blocks of at most :data:`SUM_BLOCK`
-events and then over the blocks, which keeps sums of ``1e6`` strengths of ``1e9`` or
-locations of ``1e5`` to about float32 resolution.
+events and then over the blocks, and the updates of ``q(mu)`` sum locations around the prior
+mean, ``m_k = nu + tau sum_n r_nk (X_n - nu) / s_k`` (the same number), so that sums over
+``1e6`` events of strengths ``1e9`` or of locations ``1e5`` from the origin keep about float32
+resolution.
 
-Every public function here is pure and traceable (``jit``, ``vmap``, ``grad``) and
-compiled (``jax.jit``). Each checks the structure of its arguments (types, shapes, dtypes)
-at its top, before its compiled core is traced; those checks read no values, so they cost
-nothing under ``jit``. Values are checked where data enter
-(:func:`vijax.cavi.init`, ``fit``, ``predict``, ``as_observations``, ``as_prior``). Sums over
-events are weighted by ``Observations.weights`` (1 for an event, 0 for padding), so that the
-data axis can be padded to a multiple of the device count and sharded without changing any
-sum.
+Every public function here is pure and traceable (``jit``, ``vmap``, ``grad``); those that
+pass over the events run a jit-compiled core (listed in ``COMPILED``). Each checks the
+structure of its arguments (types, shapes, dtypes) at its top, before anything is traced;
+those checks read no values, so they cost nothing under ``jit``. Values are checked where
+data enter (:func:`vijax.cavi.init`, ``fit``, ``predict``, ``as_observations``,
+``as_prior``). Sums over events are weighted by ``Observations.weights`` (1 for an event, 0
+for padding), so that the data axis can be padded (to a multiple of the device count, or of
+the blocks of :func:`statistics`) and sharded without changing any sum.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ from vijax.cavi._numerics import (
     poisson_deviance,
     split_float32,
     stirling_remainder,
+    times_power_of_two,
     two_sum,
 )
 from vijax.cavi._types import EventTerms, Observations, Params, Prior, Statistics
@@ -151,7 +154,7 @@ def _event_terms(data: Observations, prior: Prior) -> EventTerms:
     # max S / 2^e in [1/4, 1/2) (frexp's mantissa is in [1/2, 1)); e = 1 when all S are 0.
     exponent = jnp.frexp(jnp.max(s))[1].astype(jnp.int32) + 1
     positive = s > 0
-    hi, lo = log_hilo(jnp.where(positive, jnp.ldexp(s, -exponent), 1.0))
+    hi, lo = log_hilo(jnp.where(positive, times_power_of_two(s, -exponent), 1.0))
     offset = jnp.log(jnp.asarray(prior.tau, x.dtype)) - LOG_2PI - log_factorial_remainder(s)
     return EventTerms(jnp.where(positive, hi, 0.0), offset - jnp.where(positive, s * lo, 0.0),
                       exponent)
@@ -203,7 +206,7 @@ def _clusters(prior: Prior, params: Params, scale_exponent: Array | int = 0) -> 
     shape_term = digamma_minus_log(a)
     # log(lam / 2^e): the division by a power of two is exact; log(l + l') = log l + l'/l
     # to within (l'/l)^2 / 2 < 1e-14.
-    log_hi, log_lo = log_hilo(jnp.ldexp(rate, -jnp.asarray(scale_exponent, jnp.int32)))
+    log_hi, log_lo = log_hilo(times_power_of_two(rate, -jnp.asarray(scale_exponent, jnp.int32)))
     log_rate, log_rate_error = two_sum(log_hi, (log_lo + rate_error / rate) + shape_term)
     e_log_pi, f_g, f_total = _weights(prior, params)
 
