@@ -37,6 +37,19 @@ __all__ = ["Relaxation", "GumbelSoftmax", "STGumbelSoftmax", "StraightThrough"]
 _RELAXATION = ("relaxed_noise", "hard", "soft")
 
 
+def check_relaxation(estimator: Any, objective: Any, family: Any,
+                     methods: tuple[str, ...]) -> None:
+    """``family`` has the relaxation ``methods`` and ``objective`` is not ``kl='entropy'``."""
+    name = type(estimator).__name__
+    missing = [m for m in methods if not callable(getattr(family, m, None))]
+    if missing:
+        raise ValueError(f"estimator {name}() needs a discrete family with a relaxation "
+                         f"(Bernoulli, Categorical); {type(family).__name__} lacks {missing}")
+    if isinstance(objective, ELBO) and objective.kl == "entropy":
+        raise ValueError(f"estimator {name}() takes ELBO(kl='analytic') or ELBO(kl='mc'); got "
+                         "kl='entropy'")
+
+
 @dataclasses.dataclass(frozen=True)
 class Relaxation(Estimator):
     """Base of the estimators that use a discrete family's relaxation."""
@@ -51,14 +64,7 @@ class Relaxation(Estimator):
 
     def check(self, objective, family) -> None:
         super().check(objective, family)
-        missing = [m for m in self.family_methods if not callable(getattr(family, m, None))]
-        if missing:
-            raise ValueError(f"estimator {type(self).__name__}() needs a discrete family with a "
-                             f"relaxation (Bernoulli, Categorical); {type(family).__name__} "
-                             f"lacks {missing}")
-        if isinstance(objective, ELBO) and objective.kl == "entropy":
-            raise ValueError(f"estimator {type(self).__name__}() takes ELBO(kl='analytic') or "
-                             "ELBO(kl='mc'); got kl='entropy'")
+        check_relaxation(self, objective, family, self.family_methods)
 
     def init_state(self) -> Any:
         return jnp.zeros((), jnp.int32) if isinstance(self.temperature, Anneal) else ()

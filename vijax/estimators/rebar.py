@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from vijax._checks import check_int
 from vijax.estimators._mlp import MLPParams, mlp_apply, mlp_init
 from vijax.estimators._surrogate import Estimator, Surrogate, over_draws
-from vijax.estimators.gumbel_softmax import _RELAXATION
+from vijax.estimators.gumbel_softmax import _RELAXATION, check_relaxation
 from vijax.estimators.objectives import ELBO, Expectation
 
 __all__ = ["REBAR", "RELAX", "ControlVariateState"]
@@ -79,15 +79,7 @@ class REBAR(Estimator):
 
     def check(self, objective, family) -> None:
         super().check(objective, family)
-        missing = [m for m in (*_RELAXATION, "conditional_noise")
-                   if not callable(getattr(family, m, None))]
-        if missing:
-            raise ValueError(f"estimator {type(self).__name__}() needs a discrete family with a "
-                             f"relaxation (Bernoulli, Categorical); {type(family).__name__} "
-                             f"lacks {missing}")
-        if isinstance(objective, ELBO) and objective.kl == "entropy":
-            raise ValueError(f"estimator {type(self).__name__}() takes ELBO(kl='analytic') or "
-                             "ELBO(kl='mc'); got kl='entropy'")
+        check_relaxation(self, objective, family, (*_RELAXATION, "conditional_noise"))
 
     def _network(self) -> MLPParams | tuple:
         return ()
