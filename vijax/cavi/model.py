@@ -438,6 +438,14 @@ def update_globals(data: Observations, prior: Prior, params: Params) -> Params:
 @jax.jit
 def _update_globals(data: Observations, prior: Prior, params: Params) -> Params:
     stats = _statistics(data, params.responsibilities, _nu(prior, data))
+    return _globals_from_statistics(prior, stats, params)
+
+
+def _globals_from_statistics(prior: Prior, stats: Statistics, params: Params) -> Params:
+    """The global factors' coordinate updates from ``stats`` (location sums taken around
+    ``nu``, as :func:`_update_globals` takes them); ``params`` gives the structure (which
+    factors are learned). Stochastic VI calls it with minibatch statistics scaled to the
+    data set's size."""
     shape, rate = rates_from_statistics(prior, stats)
     mean, precision = _locations_around_nu(prior, stats)
     g = None if params.concentration is None else weights_from_statistics(prior, stats)
