@@ -869,3 +869,20 @@ def test_quakes_catalogue_loads_as_locations_and_integer_strengths():
     assert "Fiji" in describe_quakes()
     obs = cavi.as_observations(q)
     np.testing.assert_allclose(obs.locations, q.locations, rtol=1e-6)
+
+
+@pytest.mark.parametrize("pi", [[0.1] * 10, np.float32([0.1] * 10), [1 / 3] * 3,
+                                np.float32([0.25, 0.25, 0.5])])
+def test_fixed_weights_within_float_resolution_are_put_on_the_simplex(pi):
+    prior = cavi.as_prior(cavi.Prior(pi=pi), len(pi))
+    got = np.asarray(prior.pi, np.float64)
+    given = np.asarray(pi, np.float64)
+    # proportional to what was given, and summing to 1 up to the rounding of the cast
+    np.testing.assert_allclose(got / given, 1 / given.sum(), rtol=2e-7)
+    assert abs(got.sum() - 1.0) < len(pi) * np.finfo(prior.pi.dtype).eps / 2
+
+
+@pytest.mark.parametrize("pi", [[0.3, 0.3, 0.3], [0.5, 0.5 + 1e-5], np.float32([0.2, 0.7])])
+def test_fixed_weights_off_the_simplex_are_refused_not_rescaled(pi):
+    with pytest.raises(ValueError, match=r"prior.pi must sum to 1 within float resolution"):
+        cavi.as_prior(cavi.Prior(pi=pi), len(pi))

@@ -82,8 +82,9 @@ def check_nonnegative_integers(name: str, x: Any) -> None:
 
 
 def check_probabilities(name: str, p: Any, length: int | None = None, axis: int = -1,
-                        atol: float = 1e-4) -> None:
-    """``p`` is non-negative and sums to one along ``axis`` (of ``length`` when given)."""
+                        atol: float | None = 1e-4) -> None:
+    """``p`` is non-negative and sums to one along ``axis`` within ``atol`` (of ``length``
+    when given; ``atol=None`` leaves the sum to the caller)."""
     shape = shape_of(name, p)
     if len(shape) == 0:
         raise ValueError(f"{name} must be a probability vector; got a scalar")
@@ -96,7 +97,7 @@ def check_probabilities(name: str, p: Any, length: int | None = None, axis: int 
         if np.any(v < 0):
             raise ValueError(f"{name} must be non-negative probabilities; got {_show(v)}")
         s = v.sum(axis=axis)
-        if not np.allclose(s, 1.0, atol=atol):
+        if atol is not None and not np.allclose(s, 1.0, atol=atol):
             raise ValueError(f"{name} must sum to 1 along axis {axis}; sums are {_show(s)}")
 
 

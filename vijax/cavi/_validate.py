@@ -210,7 +210,25 @@ def check_prior(prior: Any, num_clusters: int) -> None:
     if prior.concentration is not None:
         _checks.check_real("prior.concentration", prior.concentration, positive=True)
     elif prior.pi is not None:
-        _checks.check_probabilities("prior.pi", prior.pi, length=num_clusters)
+        check_weights(prior.pi, num_clusters)
+
+
+def check_weights(pi: Any, num_clusters: int) -> None:
+    """Fixed mixture weights: ``(K,)``, finite, non-negative, and summing to 1 within the
+    float resolution of their dtype and the working dtype (``K`` ulps of the coarser);
+    :func:`to_prior` then divides them by their sum. Weights that miss 1 by more are
+    refused rather than silently rescaled: they are more likely a mistake than rounding."""
+    _checks.check_probabilities("prior.pi", pi, length=num_clusters, atol=None)
+    if not _checks.is_concrete(pi):
+        return
+    v = np.asarray(pi)
+    eps = max(np.finfo(v.dtype if v.dtype.kind == "f" else np.float64).eps,
+              np.finfo(working_dtype()).eps)
+    total = float(np.sum(v, dtype=np.float64))
+    if not abs(total - 1.0) <= num_clusters * eps:
+        raise ValueError(f"prior.pi must sum to 1 within float resolution (|sum - 1| <= "
+                         f"K eps = {num_clusters * eps:.3g}); it sums to {total!r} (divide it "
+                         f"by its sum if that is what you mean)")
 
 
 def to_prior(prior: Prior, num_clusters: int) -> Prior:
@@ -220,8 +238,13 @@ def to_prior(prior: Prior, num_clusters: int) -> Prior:
     concentration = pi = None
     if prior.concentration is not None:
         concentration = _as_array(prior.concentration, dtype, (num_clusters,))
-    elif prior.pi is not None:
-        pi = _as_array(prior.pi, dtype)
+    elif prior.pi is not None:  # within K ulps of the simplex: put it on it
+        if _checks.is_concrete(prior.pi):
+            pi64 = np.asarray(prior.pi, np.float64)
+            pi = _as_array(pi64 / pi64.sum(), dtype)
+        else:
+            pi = jnp.asarray(prior.pi, dtype)
+            pi = pi / jnp.sum(pi)
     scalars = {f: _as_array(getattr(prior, f), dtype) for f in POSITIVE_HYPERPARAMETERS}
     return Prior(nu=_as_array(prior.nu, dtype), pi=pi, concentration=concentration, **scalars)
 
