@@ -204,20 +204,21 @@ class Categorical(_Discrete):
 
 
 @dataclasses.dataclass(frozen=True)
-class RelaxedBernoulli:
-    """Binary Concrete (relaxed Bernoulli) at a fixed ``temperature``: ``sigmoid(z / t)``,
-    ``z = logits + logistic noise``; reparameterised."""
+class _Relaxed:
+    """What the two relaxations share: a fixed ``temperature``, the checks and shapes of
+    their exact family (``exact``), and samples ``soft(relaxed_noise, temperature)``."""
 
     temperature: float = 1.0
     event_ndim: int = 1
     reparameterized: ClassVar[bool] = True
+    exact: ClassVar[type[_Discrete]]
 
     def __post_init__(self) -> None:
         check_scalar("temperature", self.temperature, minimum=0.0, strict=True)
-        check_int("event_ndim", self.event_ndim, minimum=0)
+        check_int("event_ndim", self.event_ndim, minimum=self.exact.min_event_ndim)
 
-    def _exact(self) -> Bernoulli:
-        return Bernoulli(self.event_ndim)
+    def _exact(self) -> _Discrete:
+        return self.exact(self.event_ndim)
 
     def check(self, params: Any, name: str = "params", values: bool = True) -> Array:
         return self._exact().check(params, name, values)
@@ -232,6 +233,19 @@ class RelaxedBernoulli:
         check_key("key", key)
         exact = self._exact()
         return exact.soft(exact.relaxed_noise(key, params, sample_shape), self.temperature)
+
+    def sample_and_log_prob(self, key: Array, params: Array,
+                            sample_shape: int | Sequence[int] = ()) -> tuple[Array, Array]:
+        x = self.sample(key, params, sample_shape)
+        return x, self.log_prob(params, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class RelaxedBernoulli(_Relaxed):
+    """Binary Concrete (relaxed Bernoulli) at a fixed ``temperature``: ``sigmoid(z / t)``,
+    ``z = logits + logistic noise``; reparameterised."""
+
+    exact: ClassVar[type[_Discrete]] = Bernoulli
 
     def log_prob(self, params: Array, x: Array) -> Array:
         """The binary Concrete log-density (module docstring), summed over the event axes."""
@@ -241,50 +255,16 @@ class RelaxedBernoulli:
               + jax.nn.softplus(y) + jax.nn.softplus(-y))
         return _sum_event(lp, self.event_ndim)
 
-    def sample_and_log_prob(self, key: Array, params: Array,
-                            sample_shape: int | Sequence[int] = ()) -> tuple[Array, Array]:
-        x = self.sample(key, params, sample_shape)
-        return x, self.log_prob(params, x)
-
 
 @dataclasses.dataclass(frozen=True)
-class RelaxedCategorical:
+class RelaxedCategorical(_Relaxed):
     """Concrete / Gumbel-softmax at a fixed ``temperature``: ``softmax(z / t)``; the last event
     axis is the category axis; reparameterised."""
 
-    temperature: float = 1.0
-    event_ndim: int = 1
-    reparameterized: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        check_scalar("temperature", self.temperature, minimum=0.0, strict=True)
-        check_int("event_ndim", self.event_ndim, minimum=1)
-
-    def _exact(self) -> Categorical:
-        return Categorical(self.event_ndim)
-
-    def check(self, params: Any, name: str = "params", values: bool = True) -> Array:
-        return self._exact().check(params, name, values)
-
-    def batch_shape(self, params: Array) -> tuple[int, ...]:
-        return self._exact().batch_shape(params)
-
-    def event_shape(self, params: Array) -> tuple[int, ...]:
-        return self._exact().event_shape(params)
-
-    def sample(self, key: Array, params: Array, sample_shape: int | Sequence[int] = ()) -> Array:
-        check_key("key", key)
-        exact = self._exact()
-        return exact.soft(exact.relaxed_noise(key, params, sample_shape), self.temperature)
+    exact: ClassVar[type[_Discrete]] = Categorical
 
     def log_prob(self, params: Array, y: Array) -> Array:
         """The Concrete log-density of each variable (``samplers.gumbel_softmax_log_prob``),
         summed over the variables."""
         lp = gumbel_softmax_log_prob(y, self.temperature, logits=params)
         return _sum_event(lp, self.event_ndim - 1)
-
-    def sample_and_log_prob(self, key: Array, params: Array,
-                            sample_shape: int | Sequence[int] = ()) -> tuple[Array, Array]:
-        y = self.sample(key, params, sample_shape)
-        return y, self.log_prob(params, y)
-
