@@ -104,14 +104,39 @@ def _leave_one_out_mean(x: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class ELBO:
-    """Monte-Carlo ELBO over ``num_samples`` draws; ``kl`` in :data:`KL_CHOICES`."""
+class _Objective:
+    """What the objectives share: ``num_samples`` draws, no requirement on the log joint or
+    the family, the log joint averaged as it is, and the leave-one-out mean of the learning
+    signals as the RLOO baseline."""
 
     num_samples: int = 1
-    kl: str = "mc"
 
     def __post_init__(self) -> None:
         check_int("num_samples", self.num_samples, minimum=1)
+
+    def check_log_joint(self, log_joint: Any) -> None:
+        """Refuse a log joint the objective cannot use (a ValueError naming it)."""
+
+    def check_family(self, family: Any, log_joint: Any) -> None:
+        """Refuse a family the objective cannot use (a ValueError naming it)."""
+
+    def log_density(self, log_joint: Callable) -> Callable:
+        """The function of ``z`` the Monte-Carlo part averages."""
+        return log_joint
+
+    def leave_one_out(self, log_p: Array, log_q: Array) -> Array:
+        """RLOO baseline ``b_i = mean_{j != i} f_j`` (independent of ``z_i``)."""
+        return _leave_one_out_mean(self.signals(log_p, log_q)[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class ELBO(_Objective):
+    """Monte-Carlo ELBO over ``num_samples`` draws; ``kl`` in :data:`KL_CHOICES`."""
+
+    kl: str = "mc"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.kl not in KL_CHOICES:
             raise ValueError(f"kl must be one of {KL_CHOICES}; got {self.kl!r}")
 
@@ -134,7 +159,6 @@ class ELBO:
                              f"{type(family).__name__} has none: use kl='mc'")
 
     def log_density(self, log_joint: Callable) -> Callable:
-        """The function of ``z`` the Monte-Carlo part averages."""
         return log_joint.log_likelihood if self.kl == "analytic" else log_joint
 
     def value(self, log_p: Array, log_q: Array, params: Any, family: Any,
@@ -153,31 +177,13 @@ class ELBO:
         f = log_p - log_q if self.kl == "mc" else log_p
         return f, 1.0 / log_p.shape[0]
 
-    def leave_one_out(self, log_p: Array, log_q: Array) -> Array:
-        """RLOO baseline ``b_i = mean_{j != i} f_j`` (independent of ``z_i``)."""
-        return _leave_one_out_mean(self.signals(log_p, log_q)[0])
-
 
 @dataclasses.dataclass(frozen=True)
-class IWAE:
+class IWAE(_Objective):
     """Importance-weighted bound ``IWAE_k``, ``k = num_samples``."""
-
-    num_samples: int = 1
 
     #: The value needs ``log q`` at the samples.
     uses_log_q: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        check_int("num_samples", self.num_samples, minimum=1)
-
-    def check_log_joint(self, log_joint: Any) -> None:
-        pass
-
-    def check_family(self, family: Any, log_joint: Any) -> None:
-        pass
-
-    def log_density(self, log_joint: Callable) -> Callable:
-        return log_joint
 
     def value(self, log_p: Array, log_q: Array, params: Any = None, family: Any = None,
               log_joint: Any = None) -> Array:
@@ -202,25 +208,12 @@ class IWAE:
 
 
 @dataclasses.dataclass(frozen=True)
-class Expectation:
+class Expectation(_Objective):
     """``E_q[f(z)]`` with ``f = log_joint``, averaged over ``num_samples`` draws: no entropy, no
     ``log q`` (the objective of a control problem, such as the RELAX paper's toy problem
     ``E_{b ~ Bernoulli(theta)}[-(b - t)^2]``)."""
 
-    num_samples: int = 1
     uses_log_q: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        check_int("num_samples", self.num_samples, minimum=1)
-
-    def check_log_joint(self, log_joint: Any) -> None:
-        pass
-
-    def check_family(self, family: Any, log_joint: Any) -> None:
-        pass
-
-    def log_density(self, log_joint: Callable) -> Callable:
-        return log_joint
 
     def value(self, log_p: Array, log_q: Array, params: Any = None, family: Any = None,
               log_joint: Any = None) -> Array:
@@ -228,9 +221,6 @@ class Expectation:
 
     def signals(self, log_p: Array, log_q: Array) -> tuple[Array, float]:
         return log_p, 1.0 / log_p.shape[0]
-
-    def leave_one_out(self, log_p: Array, log_q: Array) -> Array:
-        return _leave_one_out_mean(log_p)
 
 
 def bound_from_log_weights(log_weights: Array) -> Array:
