@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import struct
 import tracemalloc
@@ -12,6 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import no_compilation
 
 from vijax.data.mnist import binarize, load_mnist, read_idx
 
@@ -220,24 +220,9 @@ def test_header_sizes_are_exact_integers(tmp_path, gz):
 # --------------------------------------------------------------------------- bad arguments
 
 
-@contextlib.contextmanager
 def before_any_work():
-    """Fail if JAX lowers or compiles anything, or moves host data to the device, in the block
-    (caches cleared first, so an eager operation would have to compile and be seen)."""
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if "jaxpr_to_mlir_module" in event or "backend_compile" in event:
-            events.append(event)
-
-    jax.clear_caches()
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        with jax.transfer_guard_host_to_device("disallow"):
-            yield
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-    assert not events, f"lowered or compiled {len(events)} computation(s) before failing"
+    """Fail if JAX lowers or compiles anything, or moves host data to the device."""
+    return no_compilation(strict=True)
 
 
 KEY = jax.random.key(0)
