@@ -5,6 +5,18 @@
 restarts, and keeps the restart with the best final ELBO. The event axis is sharded over
 all local devices: the global updates need only sums over events, which XLA turns into
 partial sums and one all-reduce.
+
+Several processes (``jax.distributed.initialize`` before any other JAX call; README, "Several
+processes or hosts"): when ``jax.process_count() > 1``, :func:`fit` and :func:`init` take
+``data`` as this process's own events. Each process's events, padded with zero-weight events
+to a common count, become its rows of global arrays sharded over every process's devices,
+and the same jitted code runs: the global updates are the same sums, all-reduced across
+processes. The random initialisation draws its seed events over the events in the order of
+their concatenation over processes (``process 0``'s, then ``process 1``'s, ...), so the same
+key gives the same seeds, and the fit equals a single-process fit on the concatenation within
+float rounding. The globals, ELBOs and histories are the same on every process; the
+``responsibilities`` are this process's events' rows. Every process must pass the same key
+and settings (checked).
 """
 
 from __future__ import annotations
@@ -17,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vijax import _checks
+from vijax import _checks, _distributed
 from vijax.cavi import _validate
 from vijax.cavi._validate import as_observations, as_prior
 from vijax.cavi.model import (
@@ -79,6 +91,10 @@ def init(key: Array, data: Any, prior: Prior, num_clusters: int) -> tuple[Params
     ``a_k = alpha + (N/K) S_seed``, ``b_k = beta + N/K`` (and ``g_k = c_k + N/K``). Then
     ``q(Z)`` is updated, so the state is a proper point of the coordinate ascent.
 
+    Several processes: ``data`` is this process's events; the seeds are drawn over all
+    processes' events as in :func:`fit` (the same as :func:`init` on their concatenation),
+    and the responsibilities returned are this process's events' rows.
+
     Args:
         key: PRNG key.
         data: events, in any form :func:`fit` accepts.
@@ -91,19 +107,38 @@ def init(key: Array, data: Any, prior: Prior, num_clusters: int) -> tuple[Params
     Raises:
         ValueError: naming the argument, for bad input, before anything is compiled.
     """
-    _checks.check_key("key", key)
-    raw = _validate.check_observations(data)
-    num_clusters = _validate.num_clusters(num_clusters, raw)
-    _validate.check_prior(prior, num_clusters)
-    return _init(key, _validate.to_observations(raw), _validate.to_prior(prior, num_clusters),
-                 num_clusters=num_clusters)
+    def check():
+        _checks.check_key("key", key)
+        raw = _validate.check_observations(data)
+        k = _validate.num_clusters(num_clusters, raw)
+        _validate.check_prior(prior, k)
+        return raw, k
+
+    raw, num_clusters = _distributed.agree(check)
+    obs, prior = _validate.to_observations(raw), _validate.to_prior(prior, num_clusters)
+    if not _distributed.multiprocess():
+        return _init(key, obs, prior, num_clusters=num_clusters)
+    _distributed.check_same("key and num_clusters", _settings(key, num_clusters))
+    events = _global_events(obs)
+    key, prior = _replicated_inputs(events.mesh, key, prior)
+    params, value = _init(key, events.data, prior, events.order, num_clusters=num_clusters)
+    return _local_result(events, (params, value))
 
 
 @partial(jax.jit, static_argnames=("num_clusters",))
-def _init(key: Array, data: Observations, prior: Prior, *,
+def _init(key: Array, data: Observations, prior: Prior, order: Array | None = None, *,
           num_clusters: int) -> tuple[Params, Array]:
-    return _assign_with_elbo(data, prior, _initial_globals(key, data, prior, num_clusters),
-                             None)
+    globals0 = _initial_globals(key, _in_order(data, order), prior, num_clusters)
+    return _assign_with_elbo(data, prior, globals0, None)
+
+
+def _in_order(data: Observations, order: Array | None) -> Observations:
+    """The events in the order of their concatenation over processes (rows ``order`` of the
+    global arrays, padding left out), for the random initialisation; ``data`` itself when
+    ``order`` is None (one process). Gathers ``4 N`` numbers once per fit."""
+    if order is None:
+        return data
+    return jax.tree.map(lambda leaf: leaf[order], data)
 
 
 def _initial_globals(key: Array, data: Observations, prior: Prior, num_clusters: int) -> Params:
@@ -125,8 +160,8 @@ def _initial_globals(key: Array, data: Observations, prior: Prior, num_clusters:
     )
 
 
-def _run(key: Array, data: Observations, prior: Prior, tol: Array, num_clusters: int,
-         max_iter: int) -> tuple[Params, Array, Array, Array, Array]:
+def _run(key: Array, data: Observations, prior: Prior, tol: Array, order: Array | None,
+         num_clusters: int, max_iter: int) -> tuple[Params, Array, Array, Array, Array]:
     """One restart: :func:`init`, then sweeps in a ``lax.while_loop``.
 
     The loop carries only the global factors (``K``-sized): each iteration assigns ``q(Z)``
@@ -134,10 +169,11 @@ def _run(key: Array, data: Observations, prior: Prior, tol: Array, num_clusters:
     ``(N, K)`` responsibilities never cross the loop boundary, so vmapped restarts, whose
     loop selects every carried value per restart, pay no extra pass over them; the final
     ``r`` is assigned once more after the loop. The sequence of states is that of
-    :func:`init` followed by :func:`vijax.cavi.model.sweep`.
+    :func:`init` followed by :func:`vijax.cavi.model.sweep`. ``order``: as in
+    :func:`_in_order`.
     """
     events = _event_terms(data, prior)
-    globals0 = _initial_globals(key, data, prior, num_clusters)
+    globals0 = _initial_globals(key, _in_order(data, order), prior, num_clusters)
     dtype = data.locations.dtype
     history = jnp.full((max_iter + 1,), jnp.nan, dtype)
 
@@ -161,11 +197,11 @@ def _run(key: Array, data: Observations, prior: Prior, tol: Array, num_clusters:
 
 
 @partial(jax.jit, static_argnames=("num_clusters", "num_restarts", "max_iter"))
-def _fit(key: Array, data: Observations, prior: Prior, tol: Array, *, num_clusters: int,
-         num_restarts: int, max_iter: int) -> FitResult:
+def _fit(key: Array, data: Observations, prior: Prior, tol: Array, order: Array | None = None,
+         *, num_clusters: int, num_restarts: int, max_iter: int) -> FitResult:
     keys = jax.random.split(key, num_restarts) if num_restarts > 1 else key[None]
-    run = partial(_run, data=data, prior=prior, tol=tol, num_clusters=num_clusters,
-                  max_iter=max_iter)
+    run = partial(_run, data=data, prior=prior, tol=tol, order=order,
+                  num_clusters=num_clusters, max_iter=max_iter)
     params, values, history, iters, converged = jax.vmap(lambda k: run(k))(keys)
     best = jnp.argmax(jnp.where(jnp.isnan(values), -jnp.inf, values))
     best_params = jax.tree.map(lambda leaf: leaf[best], params)
@@ -204,16 +240,91 @@ def _pad_for_sums(data: Observations) -> Observations:
     n = data.strengths.shape[0]
     if n <= SUM_BLOCK:
         return data
-    align = 16 * jax.local_device_count()
+    pad = _summed_size(n, jax.local_device_count()) - n
+    return Observations(jnp.pad(data.locations, ((0, pad), (0, 0))),
+                        jnp.pad(data.strengths, (0, pad)),
+                        jnp.pad(event_weights(data), (0, pad)))
+
+
+def _summed_size(n: int, num_devices: int) -> int:
+    """The event count :func:`_pad_for_sums` pads ``n > SUM_BLOCK`` events to on
+    ``num_devices`` devices (``n`` itself up to ``SUM_BLOCK``)."""
+    if n <= SUM_BLOCK:
+        return n
+    align = 16 * num_devices
     padded = n
     for blocks in range(-(-n // SUM_BLOCK), -(-n // SUM_BLOCK) + 3):
         padded = blocks * align * -(-n // (blocks * align))
         if sum_blocks(padded) == blocks:
             break
-    pad = padded - n
-    return Observations(jnp.pad(data.locations, ((0, pad), (0, 0))),
-                        jnp.pad(data.strengths, (0, pad)),
-                        jnp.pad(event_weights(data), (0, pad)))
+    return padded
+
+
+# ------------------------------------------------------------------- several processes
+
+
+class _GlobalEvents(NamedTuple):
+    """The events of every process as global arrays (several processes)."""
+
+    data: Observations  # sharded over every process's devices, padding of weight 0
+    order: Array  # (N,) replicated: the row of each event of the concatenation
+    mesh: Mesh
+    start: int  # this process's first row
+    count: int  # this process's events
+
+
+def _global_events(obs: Observations) -> _GlobalEvents:
+    """This process's events ``obs`` as its rows of global arrays over ``jax.devices()``.
+
+    Every process pads its events with zero-weight events to one count ``L``: the largest
+    process's count rounded up to a multiple of the local device count, and more so that the
+    ``P L`` rows split into the aligned blocks of :func:`_pad_for_sums`. Each process's rows
+    are contiguous, so rows ``start:start + count`` are its events.
+    """
+    count = int(obs.strengths.shape[0])
+    counts = _distributed.allgather(np.int64(count)).reshape(-1)
+    processes, local_devices = jax.process_count(), jax.local_device_count()
+    rows = -(-int(counts.max()) // local_devices) * local_devices
+    rows = _summed_size(processes * rows, jax.device_count()) // processes
+    mesh = _distributed.global_mesh("events")
+    pad = rows - count
+    local = Observations(np.pad(np.asarray(obs.locations), ((0, pad), (0, 0))),
+                         np.pad(np.asarray(obs.strengths), (0, pad)),
+                         np.pad(np.asarray(event_weights(obs)), (0, pad)))
+    data = jax.tree.map(lambda leaf: _distributed.global_rows(mesh, leaf), local)
+    starts = _distributed.process_rows(mesh, processes * rows)
+    order = np.concatenate([starts[p] + np.arange(counts[p]) for p in range(processes)])
+    return _GlobalEvents(data, _distributed.replicated(mesh, order.astype(np.int32)), mesh,
+                         int(starts[jax.process_index()]), count)
+
+
+def _replicated_inputs(mesh: Mesh, key: Array, *rest: Any) -> tuple:
+    """``key`` and the host values ``rest`` (prior, tolerance) replicated over ``mesh``."""
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = _distributed.replicated(mesh, np.asarray(jax.random.key_data(key) if typed else key))
+    key = jax.random.wrap_key_data(raw, impl=jax.random.key_impl(key)) if typed else raw
+    return (key, *_distributed.replicated(mesh, rest))
+
+
+def _settings(key: Array, *values: Any) -> np.ndarray:
+    """The key's bits and ``values`` as one float64 vector, compared across processes."""
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    bits = np.asarray(jax.random.key_data(key) if typed else key).ravel()
+    return np.concatenate([bits.astype(np.float64), np.asarray(values, np.float64)])
+
+
+def _local_result(events: _GlobalEvents, result: Any) -> Any:
+    """``result`` (holding one :class:`Params`) with its responsibilities cut to this
+    process's events' rows and every array made an array of this process."""
+    def local(leaf):
+        if not isinstance(leaf, Params):
+            return leaf
+        r = _distributed.local_rows(leaf.responsibilities, events.start,
+                                    events.start + events.count)
+        return leaf._replace(responsibilities=jax.device_put(r, jax.local_devices()[0]))
+
+    result = jax.tree.map(local, result, is_leaf=lambda leaf: isinstance(leaf, Params))
+    return _distributed.to_local(result)
 
 
 # -------------------------------------------------------------------------------- fit
@@ -240,25 +351,37 @@ def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: in
             working dtype is warned about.
 
     Returns:
-        :class:`FitResult`.
+        :class:`FitResult`. Several processes: the same on every process, except
+        ``params.responsibilities``, this process's events' rows; all arrays of this
+        process (usable without the others).
 
     Raises:
         ValueError: naming the argument, for bad input, before anything is compiled.
+            Several processes: on every process when any process's arguments are bad, or
+            when the key or the settings differ between processes.
     """
-    _checks.check_key("key", key)
-    raw = _validate.check_observations(data)
-    num_clusters = _validate.num_clusters(num_clusters, raw)
-    _validate.check_prior(prior, num_clusters)
-    num_restarts = _checks.check_int("num_restarts", num_restarts, 1)
-    max_iter = _checks.check_int("max_iter", max_iter, 1)
-    tol = _validate.tolerance(tol)
+    def check():
+        _checks.check_key("key", key)
+        raw = _validate.check_observations(data)
+        k = _validate.num_clusters(num_clusters, raw)
+        _validate.check_prior(prior, k)
+        return (raw, k, _checks.check_int("num_restarts", num_restarts, 1),
+                _checks.check_int("max_iter", max_iter, 1), _validate.tolerance(tol))
 
+    raw, num_clusters, num_restarts, max_iter, tol = _distributed.agree(check)
     obs = _validate.to_observations(raw)
     prior = _validate.to_prior(prior, num_clusters)
     n = obs.strengths.shape[0]
-    tol = jax.device_put(np.asarray(tol, obs.locations.dtype))
-    result = _fit(key, shard_events(_pad_for_sums(obs)), prior, tol, num_clusters=num_clusters,
-                  num_restarts=num_restarts, max_iter=max_iter)
+    tol = np.asarray(tol, obs.locations.dtype)
+    static = {"num_clusters": num_clusters, "num_restarts": num_restarts, "max_iter": max_iter}
+    if _distributed.multiprocess():
+        _distributed.check_same("key, num_clusters, num_restarts, max_iter and tol",
+                                _settings(key, num_clusters, num_restarts, max_iter, tol))
+        events = _global_events(obs)
+        key, prior, tol = _replicated_inputs(events.mesh, key, prior, tol)
+        return _local_result(events, _fit(key, events.data, prior, tol, events.order,
+                                          **static))
+    result = _fit(key, shard_events(_pad_for_sums(obs)), prior, jax.device_put(tol), **static)
     r = result.params.responsibilities[:n]
     return result._replace(params=result.params._replace(responsibilities=r))
 
@@ -271,6 +394,9 @@ def predict(data: Any, prior: Prior, params: Params) -> Array:
         prior: the prior used to fit.
         params: fitted :class:`Params` (e.g. ``fit(...).params``); only the global factors
             are read.
+
+    Several processes: each process predicts its own ``data`` on its own devices, with no
+    communication (``fit``'s params are the same on every process and are arrays of it).
 
     Raises:
         ValueError: naming the argument, for bad input, before anything is compiled.
