@@ -715,11 +715,11 @@ BAD_SCALARS = {  # function: [(argument, bad value, argument named)]
                           ("events", "events", "events")],
 }
 MODEL_FUNCTIONS = ["elbo", "sweep", "update_rates", "update_locations", "update_weights",
-                   "update_globals", "assign_with_elbo", "responsibilities",
+                   "update_precisions", "update_globals", "assign_with_elbo", "responsibilities",
                    "assignment_logits", "update_assignments", "global_terms", "event_terms",
                    "event_weights", "statistics", "shard_events"]
 NEEDS_RESPONSIBILITIES = ["elbo", "sweep", "update_rates", "update_locations", "update_weights",
-                          "update_globals"]
+                          "update_precisions", "update_globals"]
 TAKE_EVENTS = ["sweep", "assign_with_elbo", "responsibilities", "assignment_logits"]
 
 

@@ -26,6 +26,7 @@ from vijax.cavi.model import (
     update_assignments,
     update_globals,
     update_locations,
+    update_precisions,
     update_rates,
     update_weights,
 )
@@ -37,5 +38,5 @@ __all__ = [
     "event_terms", "event_weights", "fit",
     "global_terms", "init", "predict", "responsibilities", "sample_events", "shard_events",
     "simulate", "statistics", "sweep", "update_assignments", "update_globals",
-    "update_locations", "update_rates", "update_weights",
+    "update_locations", "update_precisions", "update_rates", "update_weights",
 ]

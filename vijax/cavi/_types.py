@@ -21,6 +21,10 @@ class Prior(NamedTuple):
         pi: ``(K,)`` fixed mixture weights on the simplex; None means uniform ``1/K``.
         concentration: Dirichlet prior on learned mixture weights, a scalar or ``(K,)``,
             > 0. When given, the weights are learned (``q(pi)``) and ``pi`` must be None.
+        tau_shape, tau_rate: Gamma(shape, rate) prior on per-cluster location precisions,
+            scalars > 0, given together. When given, each cluster has its own precision
+            ``tau_k ~ Gamma(tau_shape, tau_rate)``, learned (``q(tau_k)``), and ``tau`` must
+            be left at its default (it is not used). None (the default): one fixed ``tau``.
     """
 
     tau: Array | float = 1.0
@@ -30,6 +34,8 @@ class Prior(NamedTuple):
     rho: Array | float = 1.0
     pi: Array | None = None
     concentration: Array | float | None = None
+    tau_shape: Array | float | None = None
+    tau_rate: Array | float | None = None
 
 
 class Observations(NamedTuple):
@@ -54,6 +60,9 @@ class Params(NamedTuple):
             (shape-rate), so ``E[lam_k] = gamma_shape / gamma_rate``.
         mean, precision: ``(K, 2)`` ``m_k`` and ``(K,)`` ``s_k`` of ``q(mu_k)``.
         concentration: ``(K,)`` ``g_k`` of ``q(pi) = Dir(g)``; None when ``pi`` is fixed.
+        tau_shape, tau_rate: ``(K,)`` ``c_k, d_k`` of ``q(tau_k) = Gamma(c_k, d_k)``
+            (shape-rate), so ``E[tau_k] = tau_shape / tau_rate``; None when ``tau`` is fixed
+            (a prior without ``tau_shape``).
     """
 
     responsibilities: Array | None
@@ -62,6 +71,8 @@ class Params(NamedTuple):
     mean: Array
     precision: Array
     concentration: Array | None = None
+    tau_shape: Array | None = None
+    tau_rate: Array | None = None
 
 
 class Statistics(NamedTuple):
@@ -70,11 +81,19 @@ class Statistics(NamedTuple):
     ``counts`` ``sum_n r_nk``, ``strength_sums`` ``sum_n r_nk S_n``, ``location_sums``
     ``sum_n r_nk X_n`` (``(K, 2)``). With sharded events each is a partial sum plus an
     all-reduce.
+
+    With learned precisions (``Prior.tau_shape``) the update of ``q(tau)`` also needs sums
+    about per-cluster centres ``m'_k`` (the means of ``q(mu)`` the responsibilities were
+    computed with, :mod:`vijax.cavi.model` explains why): ``residual_sums``
+    ``sum_n r_nk (X_n - m'_k)`` ``(K, 2)`` and ``squared_residuals``
+    ``sum_n r_nk ||X_n - m'_k||^2`` ``(K,)``; None otherwise.
     """
 
     counts: Array
     strength_sums: Array
     location_sums: Array
+    residual_sums: Array | None = None
+    squared_residuals: Array | None = None
 
 
 class EventTerms(NamedTuple):
@@ -87,7 +106,7 @@ class EventTerms(NamedTuple):
     Attributes:
         log_strength: ``(N,)`` ``l_n``, ``log(S_n / 2^e)`` rounded to the working dtype (0
             where ``S_n = 0``): the centre of the event's logits.
-        constant: ``(N,)`` ``c_n = log tau - log(2 pi) - h(S_n) - S_n (log(S_n / 2^e) - l_n)``,
+        constant: ``(N,)`` ``c_n = -log(2 pi) - h(S_n) - S_n (log(S_n / 2^e) - l_n)``,
             what :func:`vijax.cavi.assignment_logits` leaves out of ``L_nk`` when asked to.
         scale_exponent: ``()`` ``e``, with ``max_n S_n / 2^e`` in ``[1/4, 1/2)``.
     """

@@ -28,6 +28,8 @@ from vijax import _checks
 from vijax.cavi._types import EventTerms, Observations, Params, Prior
 
 POSITIVE_HYPERPARAMETERS = ("tau", "alpha", "beta", "rho")
+# The Gamma prior of learned per-cluster precisions (optional, given together).
+PRECISION_PRIOR = ("tau_shape", "tau_rate")
 
 
 def working_dtype() -> np.dtype:
@@ -98,13 +100,23 @@ def prior_structure(prior: Any, num_clusters: int | None = None, name: str = "pr
             k = "K" if num_clusters is None else num_clusters
             raise ValueError(f"{name}.concentration must be a scalar or have shape ({k},); "
                              f"got shape {shape}")
+    if (prior.tau_shape is None) != (prior.tau_rate is None):
+        given, missing = (("tau_shape", "tau_rate") if prior.tau_rate is None
+                          else ("tau_rate", "tau_shape"))
+        raise ValueError(f"{name}.{missing} is None but {name}.{given} is given: learned "
+                         "per-cluster precisions need both (tau_k ~ Gamma(tau_shape, "
+                         "tau_rate)); give neither for one fixed tau")
+    if prior.tau_shape is not None:
+        for field in PRECISION_PRIOR:
+            array(f"{name}.{field}", getattr(prior, field), ())
 
 
 def params_structure(params: Any, *, responsibilities: bool, num_events: int | None = None,
                      name: str = "params") -> int:
     """``params`` is a :class:`Params` with ``(K,)`` ``gamma_shape``, ``gamma_rate`` and
-    ``precision``, ``(K, 2)`` ``mean``, ``(K,)`` or None ``concentration`` and, when
-    ``responsibilities``, ``(N, K)`` responsibilities; returns ``K``."""
+    ``precision``, ``(K, 2)`` ``mean``, ``(K,)`` or None ``concentration``, ``(K,)`` or None
+    ``tau_shape`` and ``tau_rate`` (together) and, when ``responsibilities``, ``(N, K)``
+    responsibilities; returns ``K``."""
     _checks.check_instance(name, params, Params,
                            "fit(...).params, init(...)[0] or a Params(...) of arrays")
     (k,) = array(f"{name}.gamma_shape", params.gamma_shape, (None,))
@@ -115,6 +127,13 @@ def params_structure(params: Any, *, responsibilities: bool, num_events: int | N
     array(f"{name}.precision", params.precision, (k,))
     if params.concentration is not None:
         array(f"{name}.concentration", params.concentration, (k,))
+    if (params.tau_shape is None) != (params.tau_rate is None):
+        raise ValueError(f"{name}.tau_shape and {name}.tau_rate (q(tau_k) = Gamma(c_k, d_k)) "
+                         "must be given together or both be None; got only "
+                         + ("tau_shape" if params.tau_rate is None else "tau_rate"))
+    if params.tau_shape is not None:
+        array(f"{name}.tau_shape", params.tau_shape, (k,))
+        array(f"{name}.tau_rate", params.tau_rate, (k,))
     if responsibilities:
         array(f"{name}.responsibilities", params.responsibilities, (num_events, k))
     return k
@@ -131,13 +150,30 @@ def learned_weights_agree(prior: Prior, params: Params) -> None:
             + "; pass the prior the params belong to")
 
 
+def learned_precisions_agree(prior: Prior, params: Params) -> None:
+    """Learned precisions (``prior.tau_shape``) go with ``params.tau_shape``."""
+    if (prior.tau_shape is None) != (params.tau_shape is None):
+        raise ValueError(
+            "prior and params disagree: params.tau_shape is "
+            + ("given (learned per-cluster precisions) but prior.tau_shape is None"
+               if params.tau_shape is not None else
+               "None (one fixed tau) but prior.tau_shape is given (learned precisions)")
+            + "; pass the prior the params belong to")
+
+
+def learned_factors_agree(prior: Prior, params: Params) -> None:
+    """The learned factors of ``prior`` and ``params`` agree: weights and precisions."""
+    learned_weights_agree(prior, params)
+    learned_precisions_agree(prior, params)
+
+
 def model_inputs(data: Any, prior: Any, params: Any, *,
                  responsibilities: bool) -> tuple[int, int]:
     """The structure of the three arguments of a model function; returns ``(N, K)``."""
     n = data_structure(data)
     k = params_structure(params, responsibilities=responsibilities, num_events=n)
     prior_structure(prior, k)
-    learned_weights_agree(prior, params)
+    learned_factors_agree(prior, params)
     return n, k
 
 
@@ -207,6 +243,16 @@ def check_prior(prior: Any, num_clusters: int) -> None:
         _checks.check_real(f"prior.{field}", getattr(prior, field), positive=True,
                            divisor=field != "alpha")
     _checks.check_real("prior.nu", prior.nu)
+    if prior.tau_shape is not None:
+        for field in PRECISION_PRIOR:
+            _checks.check_real(f"prior.{field}", getattr(prior, field), positive=True,
+                               divisor=field == "tau_rate")
+        default = Prior._field_defaults["tau"]
+        if _checks.is_concrete(prior.tau) and np.asarray(prior.tau) != default:
+            raise ValueError(f"prior.tau is {np.asarray(prior.tau)!r:.40} but tau_shape and "
+                             "tau_rate are given: give one fixed tau or a Gamma prior on "
+                             f"per-cluster precisions, not both (leave tau at its default "
+                             f"{default}, which is not used)")
     if prior.concentration is not None:
         _checks.check_real("prior.concentration", prior.concentration, positive=True)
     elif prior.pi is not None:
@@ -246,6 +292,8 @@ def to_prior(prior: Prior, num_clusters: int) -> Prior:
             pi = jnp.asarray(prior.pi, dtype)
             pi = pi / jnp.sum(pi)
     scalars = {f: _as_array(getattr(prior, f), dtype) for f in POSITIVE_HYPERPARAMETERS}
+    if prior.tau_shape is not None:
+        scalars.update({f: _as_array(getattr(prior, f), dtype) for f in PRECISION_PRIOR})
     return Prior(nu=_as_array(prior.nu, dtype), pi=pi, concentration=concentration, **scalars)
 
 
@@ -278,12 +326,14 @@ def num_clusters(num_clusters: Any, data: Observations) -> int:
 
 def param_values(params: Params, name: str = "params") -> None:
     """The global factors' values (after the cast to the working dtype): ``gamma_shape``,
-    ``gamma_rate``, ``precision`` and ``concentration`` > 0, ``mean`` finite."""
-    for field in ("gamma_shape", "gamma_rate", "precision", "concentration"):
+    ``gamma_rate``, ``precision``, ``concentration``, ``tau_shape`` and ``tau_rate`` > 0,
+    ``mean`` finite."""
+    for field in ("gamma_shape", "gamma_rate", "precision", "concentration", "tau_shape",
+                  "tau_rate"):
         value = getattr(params, field)
         if value is not None:
             _checks.check_real(f"{name}.{field}", value, positive=True,
-                               divisor=field in ("gamma_rate", "precision"))
+                               divisor=field in ("gamma_rate", "precision", "tau_rate"))
     _checks.check_real(f"{name}.mean", params.mean)
 
 

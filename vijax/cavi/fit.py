@@ -88,7 +88,9 @@ def init(key: Array, data: Any, prior: Prior, num_clusters: int) -> tuple[Params
     The centres ``m_k`` are ``K`` distinct events drawn at random (zero-weight events
     excluded; the draw does not depend on padding at the end of the events); each
     cluster starts as if it held ``N/K`` events like its seed: ``s_k = rho + tau N/K``,
-    ``a_k = alpha + (N/K) S_seed``, ``b_k = beta + N/K`` (and ``g_k = c_k + N/K``). Then
+    ``a_k = alpha + (N/K) S_seed``, ``b_k = beta + N/K`` (and ``g_k = c_k + N/K``; with
+    learned precisions ``c_k = c0 + N/K`` and ``d_k = d0 (1 + (N/K) / c0)``, so that
+    ``E[tau_k]`` is the prior mean ``c0 / d0``, which then replaces ``tau`` in ``s_k``). Then
     ``q(Z)`` is updated, so the state is a proper point of the coordinate ascent.
 
     Several processes: ``data`` is this process's events; the seeds are drawn over all
@@ -150,13 +152,20 @@ def _initial_globals(key: Array, data: Observations, prior: Prior, num_clusters:
     ones = jnp.ones((num_clusters,), x.dtype)
     g = (None if prior.concentration is None
          else jnp.broadcast_to(prior.concentration + per_cluster, (num_clusters,)))
+    tau, tau_shape, tau_rate = prior.tau, None, None
+    if prior.tau_shape is not None:  # E[tau_k] at the prior mean c0 / d0
+        tau = prior.tau_shape / prior.tau_rate
+        tau_shape = (prior.tau_shape + per_cluster) * ones
+        tau_rate = prior.tau_rate * (1.0 + per_cluster / prior.tau_shape) * ones
     return Params(
         responsibilities=None,
         gamma_shape=prior.alpha + per_cluster * s[seeds],
         gamma_rate=(prior.beta + per_cluster) * ones,
         mean=x[seeds],
-        precision=(prior.rho + prior.tau * per_cluster) * ones,
+        precision=(prior.rho + tau * per_cluster) * ones,
         concentration=g,
+        tau_shape=tau_shape,
+        tau_rate=tau_rate,
     )
 
 
@@ -404,7 +413,7 @@ def predict(data: Any, prior: Prior, params: Params) -> Array:
     raw = _validate.check_observations(data)
     num_clusters = _validate.params_structure(params, responsibilities=False)
     _validate.check_prior(prior, num_clusters)
-    _validate.learned_weights_agree(prior, params)
+    _validate.learned_factors_agree(prior, params)
     _validate.param_values(params)
 
     obs = _validate.to_observations(raw)

@@ -17,6 +17,59 @@ for ``q(lam)`` (``log q*(pi) = sum_k (c_k + sum_n r_nk - 1) log pi_k + const``),
 ``E[log p(pi)] = log Gamma(sum c) - sum log Gamma(c_k) + sum (c_k - 1) E[log pi_k]`` and the
 entropy ``H[q(pi)] = -log Gamma(sum g) + sum log Gamma(g_k) - sum (g_k - 1) E[log pi_k]``.
 
+Learned per-cluster location precisions (an extension of MODEL.md): give the prior a Gamma
+``tau_shape`` ``c0`` and ``tau_rate`` ``d0`` instead of the fixed ``tau``; then::
+
+    tau_k ~ Gamma(c0, d0)    X_n | Z_n = k ~ N(mu_k, tau_k^-1 I_2)    q(tau_k) = Gamma(c_k, d_k)
+
+with ``mu_k ~ N(nu, rho^-1 I_2)`` independent of ``tau_k`` (not a Normal-Gamma prior). Write
+``N_k = sum_n r_nk``, ``E[tau_k] = c_k/d_k``, ``E[log tau_k] = psi(c_k) - log d_k =
+log(c_k/d_k) + f(c_k)`` and ``Q_k(m) = sum_n r_nk ||X_n - m||^2``. Where MODEL.md has
+``log tau`` and ``tau``, the expectations ``E[log tau_k]`` and ``E[tau_k]`` appear:
+
+- the log-joint expectation of event ``n`` in cluster ``k`` (the ``q(Z)`` update and the
+  data part of the ELBO; the 2-D Gaussian's normaliser is ``tau_k / (2 pi)``)::
+
+      L_nk = E[log pi_k] + E[log tau_k] - log(2 pi) - E[tau_k]/2 (||X_n - m_k||^2 + 2/s_k)
+             + S_n (psi(a_k) - log b_k) - a_k/b_k - log Gamma(S_n + 1)
+
+- ``q(mu_k)``: ``log q*(mu_k) = -rho/2 ||mu_k - nu||^2 - E[tau_k]/2 Q_k(mu_k) + const``, so
+  ``s_k = rho + E[tau_k] N_k`` and ``m_k = nu + E[tau_k] sum_n r_nk (X_n - nu) / s_k``;
+- ``q(tau_k)``: ``log q*(tau_k) = (c0 - 1) log tau_k - d0 tau_k + sum_n r_nk [log tau_k -
+  tau_k/2 E||X_n - mu_k||^2] + const`` (each event contributes ``2/2 = 1`` to the shape:
+  two coordinates, each with ``log tau_k / 2``), a Gamma density with::
+
+      c_k = c0 + N_k        d_k = d0 + (Q_k(m_k) + 2 N_k / s_k) / 2
+
+- the ELBO gains, for each cluster, the prior and entropy terms
+  ``E[log p(tau_k)] = c0 log d0 - log Gamma(c0) + (c0 - 1) E[log tau_k] - d0 E[tau_k]`` and
+  ``H[q(tau_k)] = c_k - log d_k + log Gamma(c_k) + (1 - c_k) psi(c_k)``, the latter in the
+  form of ``H[q(lam_k)]`` below (``log(2 pi)/2 + log(c_k)/2 - log d_k + R(c_k) + (1 - c_k)
+  f(c_k)``).
+
+``q(mu_k)`` depends on ``q(tau_k)`` and ``q(tau_k)`` on ``q(mu_k)``, so the global update is
+sequential: ``q(lam)``, ``q(pi)`` and ``q(mu)`` from ``r`` (``q(mu)`` with the current
+``E[tau]``), then ``q(tau)`` from ``r`` and the new ``q(mu)``. Each is the exact maximiser of
+its block given the rest, so the ELBO never decreases. With a fixed ``tau`` every formula
+holds with ``E[tau_k] = tau``, ``E[log tau_k] = log tau`` and no ``q(tau)`` terms.
+
+``Q_k(m_k)`` in float32. Expanded about a common centre, ``Q_k(m) = sum r ||X - nu||^2 -
+2 (m - nu).sum r (X - nu) + N_k ||m - nu||^2`` cancels terms of the order of the squared
+distance to ``nu`` (``1e10`` for events ``1e5`` from it in clusters of spread 1: no digit of
+the result is left). The statistics are instead taken about the means ``m'_k`` of the
+``q(mu)`` the responsibilities came from, from differences formed event by event:
+``T_k = sum_n r_nk (X_n - m'_k)`` and ``U_k = Q_k(m'_k)`` (:class:`Statistics`
+``residual_sums`` and ``squared_residuals``); with the step ``D_k = m_k - m'_k`` of the
+update of ``q(mu)``::
+
+    Q_k(m_k) = U_k - 2 D_k.T_k + N_k ||D_k||^2 = U_k + D_k.(N_k D_k - 2 T_k)
+
+exactly. What cancels is now of the order of ``N_k ||D_k||^2``: at a fixed point ``D_k = 0``
+and ``Q_k(m_k) = U_k`` to float32 resolution; a step of ``d`` cluster spreads costs about
+``d^2`` ulps of ``Q_k``, and since ``d_k`` is a maximiser an error ``delta`` in it lowers the
+ELBO only by order ``c_k delta^2``. (A second pass over the events with the new means would
+be exact, but costs a pass, and stochastic VI's minibatch statistics cannot make one.)
+
 The ELBO in float32. Written as in MODEL.md, the ELBO at strengths of ``1e9`` adds per
 event terms of order ``S log S ~ 2e10`` that cancel to order one (``S E[log lam] - E[lam]
 - log Gamma(S + 1)``), and the Gamma entropy cancels terms of order ``a log a``; float32
@@ -34,8 +87,9 @@ f(a_k)``:
 - the log-joint expectation of event ``n`` in cluster ``k`` is, since
   ``S f(a) + g(S, a/b) - h(S) = S (psi(a) - log b) - a/b - log Gamma(S + 1)``,
 
-      L_nk = o_n + E[log pi_k] - tau/2 (||X_n - m_k||^2 + 2/s_k) + S_n f(a_k) + g(S_n, lam_k)
-      o_n  = log tau - log(2 pi) - h(S_n)
+      L_nk = o_n + E[log pi_k] + E[log tau_k] - E[tau_k]/2 (||X_n - m_k||^2 + 2/s_k)
+             + S_n f(a_k) + g(S_n, lam_k)
+      o_n  = -log(2 pi) - h(S_n)
 
 - ``H[q(lam_k)] = a - log b + log Gamma(a) + (1 - a) psi(a)
   = log(2 pi)/2 + log(a)/2 - log b + R(a) + (1 - a) f(a)``;
@@ -51,7 +105,7 @@ rounded to the working dtype (0 when ``S_n = 0``), and write ``E[log lam_k] - e 
 E'_k`` and ``lam_k = v_k + v'_k`` as two floats each, the second holding what the first
 rounds away (logarithms of order one are so carried to about ``1e-15``). Then::
 
-    C_nk = E[log pi_k] - tau/s_k - v'_k - tau/2 ||X_n - m_k||^2
+    C_nk = E[log pi_k] + E[log tau_k] - E[tau_k]/s_k - v'_k - E[tau_k]/2 ||X_n - m_k||^2
            + S_n (E_k - l_n) - (v_k - S_n) + S_n E'_k
     L_nk = C_nk + c_n,    c_n = o_n - S_n (log(S_n / 2^e) - l_n)     (EventTerms.constant)
 
@@ -137,7 +191,8 @@ def event_weights(data: Observations) -> Array:
 
 def event_terms(data: Observations, prior: Prior) -> EventTerms:
     """The per-event quantities of the ELBO (:class:`EventTerms`): ``l_n``, ``log(S_n / 2^e)``
-    in the working dtype, ``c_n = o_n - S_n (log(S_n / 2^e) - l_n)`` and ``e``.
+    in the working dtype, ``c_n = o_n - S_n (log(S_n / 2^e) - l_n)`` and ``e``. They depend
+    on ``data`` only (``prior`` is checked, not read: ``log tau`` is a per-cluster term).
 
     They do not change during a fit, so :func:`fit` computes them once and passes them to
     every :func:`sweep`.
@@ -155,7 +210,7 @@ def _event_terms(data: Observations, prior: Prior) -> EventTerms:
     exponent = jnp.frexp(jnp.max(s))[1].astype(jnp.int32) + 1
     positive = s > 0
     hi, lo = log_hilo(jnp.where(positive, times_power_of_two(s, -exponent), 1.0))
-    offset = jnp.log(jnp.asarray(prior.tau, x.dtype)) - LOG_2PI - log_factorial_remainder(s)
+    offset = -LOG_2PI - log_factorial_remainder(s)
     return EventTerms(jnp.where(positive, hi, 0.0), offset - jnp.where(positive, s * lo, 0.0),
                       exponent)
 
@@ -184,11 +239,41 @@ def _weights(prior: Prior, params: Params) -> tuple[Array, Array | None, Array |
     return log_pi, None, None
 
 
+def expected_precisions(prior: Prior, params: Params) -> Array:
+    """``(K,)`` ``E[tau_k]``: ``tau`` when fixed, ``c_k / d_k`` when learned."""
+    k = _validate.params_structure(params, responsibilities=False)
+    _validate.prior_structure(prior, k)
+    _validate.learned_factors_agree(prior, params)
+    return jnp.broadcast_to(_expected_tau(prior, params), (k,))
+
+
+def _expected_tau(prior: Prior, params: Params) -> Array:
+    """``E[tau_k]`` ``(K,)`` when learned; the fixed ``tau`` (a scalar) otherwise."""
+    if params.tau_shape is None:
+        return jnp.asarray(prior.tau, params.gamma_shape.dtype)
+    return params.tau_shape / params.tau_rate
+
+
+def _gamma_log_prior(shape0: Array, rate0: Array, mean: Array, log_mean: Array) -> Array:
+    """``E[log Gamma(x; shape0, rate0)] = shape0 log rate0 - log Gamma(shape0)
+    + (shape0 - 1) E[log x] - rate0 E[x]`` from ``E[x]`` and ``E[log x]``."""
+    return shape0 * jnp.log(rate0) - gammaln(shape0) + (shape0 - 1.0) * log_mean - rate0 * mean
+
+
+def _gamma_entropy(shape: Array, rate: Array, shape_term: Array) -> Array:
+    """``H[Gamma(a, b)] = a - log b + log Gamma(a) + (1 - a) psi(a)``, as
+    ``log(2 pi)/2 + log(a)/2 - log b + R(a) + (1 - a) f(a)`` (``shape_term`` = ``f(a)``), whose
+    parts are all small (module docstring)."""
+    return (HALF_LOG_2PI + 0.5 * jnp.log(shape) - jnp.log(rate) + stirling_remainder(shape)
+            + (1.0 - shape) * shape_term)
+
+
 class _Clusters(NamedTuple):
     """Per-cluster quantities of ``L_nk`` (module docstring) and the global ELBO terms,
     computed together so that each special function is evaluated once."""
 
-    constant: Array  # E[log pi_k] - tau/s_k
+    constant: Array  # E[log pi_k] + E[log tau_k] - E[tau_k]/s_k
+    tau: Array  # E[tau_k], (K,)
     shape_term: Array  # f(a_k)
     rate: Array  # lam_k = rate + rate_error
     rate_error: Array
@@ -201,7 +286,7 @@ def _clusters(prior: Prior, params: Params, scale_exponent: Array | int = 0) -> 
     dtype = params.gamma_shape.dtype
     k = params.gamma_shape.shape[-1]
     a, b, m, s = params.gamma_shape, params.gamma_rate, params.mean, params.precision
-    tau = jnp.asarray(prior.tau, dtype)
+    tau = jnp.broadcast_to(_expected_tau(prior, params), (k,))
     rate, rate_error = divide_hilo(a, b)
     shape_term = digamma_minus_log(a)
     # log(lam / 2^e): the division by a power of two is exact; log(l + l') = log l + l'/l
@@ -216,12 +301,19 @@ def _clusters(prior: Prior, params: Params, scale_exponent: Array | int = 0) -> 
     e_log_rate = jnp.log(rate) + shape_term
     log_p_mu = (jnp.log(rho) - LOG_2PI
                 - 0.5 * rho * (jnp.sum((m - nu) ** 2, axis=-1) + 2.0 / s))
-    log_p_lam = (alpha * jnp.log(beta) - gammaln(alpha) + (alpha - 1.0) * e_log_rate
-                 - beta * rate)
+    log_p_lam = _gamma_log_prior(alpha, beta, rate, e_log_rate)
     entropy_mu = 1.0 + LOG_2PI - jnp.log(s)
-    entropy_lam = (HALF_LOG_2PI + 0.5 * jnp.log(a) - jnp.log(b) + stirling_remainder(a)
-                   + (1.0 - a) * shape_term)
+    entropy_lam = _gamma_entropy(a, b, shape_term)
     total = jnp.sum(log_p_mu + log_p_lam + entropy_mu + entropy_lam)
+    if params.tau_shape is None:
+        e_log_tau = jnp.log(tau)
+    else:
+        c_tau, d_tau = params.tau_shape, params.tau_rate
+        f_tau = digamma_minus_log(c_tau)
+        e_log_tau = jnp.log(tau) + f_tau
+        total = total + jnp.sum(
+            _gamma_log_prior(prior.tau_shape, prior.tau_rate, tau, e_log_tau)
+            + _gamma_entropy(c_tau, d_tau, f_tau))
     if params.concentration is not None:
         g = params.concentration
         c = jnp.broadcast_to(jnp.asarray(prior.concentration, dtype), g.shape)
@@ -232,8 +324,8 @@ def _clusters(prior: Prior, params: Params, scale_exponent: Array | int = 0) -> 
                       - (k - 0.5) * jnp.log(big_g) + (k - 1) * HALF_LOG_2PI
                       - stirling_remainder(big_g))
         total = total + log_p_pi + entropy_pi
-    constant = e_log_pi - tau / s
-    return _Clusters(constant, shape_term, rate, rate_error, log_rate, log_rate_error, total)
+    constant = e_log_pi + e_log_tau - tau / s
+    return _Clusters(constant, tau, shape_term, rate, rate_error, log_rate, log_rate_error, total)
 
 
 # ------------------------------------------------------------------------------- q(Z)
@@ -254,7 +346,6 @@ def _centred_logits(data: Observations, prior: Prior, params: Params, events: Ev
     x = data.locations
     s = data.strengths.astype(x.dtype)
     s_hi, s_lo = _split_strengths(s)
-    tau = jnp.asarray(prior.tau, x.dtype)
     # Two (N, K) planes rather than an (N, K, 2) block: the size-2 axis vectorises badly.
     # Differences, not an expanded square, keep locations far from the origin exact.
     dx = x[:, 0:1] - params.mean[None, :, 0]
@@ -263,7 +354,8 @@ def _centred_logits(data: Observations, prior: Prior, params: Params, events: Ev
     rate_gap = c.rate[None, :] - s[:, None]  # exact where it matters
     poisson = (((s_hi[:, None] * log_ratio - rate_gap) + s_lo[:, None] * log_ratio)
                + s[:, None] * c.log_rate_error[None, :])
-    return (c.constant - c.rate_error)[None, :] - 0.5 * tau * (dx * dx + dy * dy) + poisson
+    return ((c.constant - c.rate_error)[None, :] - 0.5 * c.tau[None, :] * (dx * dx + dy * dy)
+            + poisson)
 
 
 def assignment_logits(data: Observations, prior: Prior, params: Params,
@@ -276,6 +368,8 @@ def assignment_logits(data: Observations, prior: Prior, params: Params,
         L_nk = E[log pi_k] + log tau - log(2 pi) - tau/2 (||X_n - m_k||^2 + 2/s_k)
                + S_n (psi(a_k) - log b_k) - a_k/b_k - log Gamma(S_n + 1)
 
+    (with learned precisions ``E[log tau_k]`` and ``E[tau_k]`` in place of ``log tau`` and
+    ``tau``)
     so that ``r_n = softmax(L_n)`` and ``sum_n logsumexp_k L_nk`` is the data part of the
     ELBO at that ``r``. They are computed as ``C_nk + c_n`` (module docstring), accurately
     in float32 at any strength. With ``include_event_terms=False`` the per-event constant
@@ -333,20 +427,35 @@ def _globals(params: Params) -> Params:
 # ----------------------------------------------------------------- the global updates
 
 
-def statistics(data: Observations, responsibilities: Array) -> Statistics:
+def statistics(data: Observations, responsibilities: Array,
+               means: Array | None = None) -> Statistics:
     """Weighted sufficient statistics of ``responsibilities`` ``(N, K)``.
 
-    Over more than :data:`SUM_BLOCK` events the sums are taken per block of events and then
-    over the blocks (:func:`sum_blocks`), which keeps them to about float32 resolution at
-    ``N = 1e6``.
+    With ``means`` ``(K, 2)`` (the centres ``m'_k`` of ``q(mu)`` for learned precisions),
+    also ``residual_sums`` and ``squared_residuals`` about them. Over more than
+    :data:`SUM_BLOCK` events the sums are taken per block of events and then over the blocks
+    (:func:`sum_blocks`), which keeps them to about float32 resolution at ``N = 1e6``.
     """
     n = _validate.data_structure(data)
-    _validate.array("responsibilities", responsibilities, (n, None))
-    return _statistics(data, responsibilities, jnp.zeros(2, data.locations.dtype))
+    (_, k) = _validate.array("responsibilities", responsibilities, (n, None))
+    if means is not None:
+        _validate.array("means", means, (k, 2))
+    return _statistics(data, responsibilities, jnp.zeros(2, data.locations.dtype), means)
+
+
+def _block_sum(x: Array) -> Array:
+    """``sum`` over axis 0 of ``(N, ...)``, per block of :func:`sum_blocks` then over the
+    blocks."""
+    n = x.shape[0]
+    blocks = sum_blocks(n)
+    if blocks > 1:
+        return jnp.sum(jnp.sum(x.reshape(blocks, n // blocks, *x.shape[1:]), axis=1), axis=0)
+    return jnp.sum(x, axis=0)
 
 
 @jax.jit
-def _statistics(data: Observations, responsibilities: Array, centre: Array) -> Statistics:
+def _statistics(data: Observations, responsibilities: Array, centre: Array,
+                means: Array | None = None) -> Statistics:
     """:func:`statistics`, with ``location_sums`` ``sum_n r_nk (X_n - centre)``."""
     x = data.locations - centre
     n = x.shape[0]
@@ -364,7 +473,15 @@ def _statistics(data: Observations, responsibilities: Array, centre: Array) -> S
                                   precision=highest), axis=0)
     else:
         sums = jnp.matmul(features.T, responsibilities, precision=highest)
-    return Statistics(counts=sums[0], strength_sums=sums[1], location_sums=sums[2:].T)
+    stats = Statistics(counts=sums[0], strength_sums=sums[1], location_sums=sums[2:].T)
+    if means is None:
+        return stats
+    # Residuals about each cluster's own centre, formed event by event (module docstring).
+    dx = data.locations[:, 0:1] - means[None, :, 0]
+    dy = data.locations[:, 1:2] - means[None, :, 1]
+    wr = w[:, None] * responsibilities
+    residuals = _block_sum(jnp.stack([wr * dx, wr * dy, wr * (dx * dx + dy * dy)], axis=1))
+    return stats._replace(residual_sums=residuals[0:2].T, squared_residuals=residuals[2])
 
 
 def rates_from_statistics(prior: Prior, stats: Statistics) -> tuple[Array, Array]:
@@ -372,23 +489,45 @@ def rates_from_statistics(prior: Prior, stats: Statistics) -> tuple[Array, Array
     return prior.alpha + stats.strength_sums, prior.beta + stats.counts
 
 
-def locations_from_statistics(prior: Prior, stats: Statistics) -> tuple[Array, Array]:
-    """``s_k = rho + tau sum_n r_nk``, ``m_k = (rho nu + tau sum_n r_nk X_n) / s_k``."""
+def locations_from_statistics(prior: Prior, stats: Statistics,
+                              tau: Array | None = None) -> tuple[Array, Array]:
+    """``s_k = rho + tau sum_n r_nk``, ``m_k = (rho nu + tau sum_n r_nk X_n) / s_k``; ``tau``
+    is ``E[tau_k]`` ``(K,)`` with learned precisions, ``prior.tau`` when None."""
     dtype = stats.location_sums.dtype
     nu = jnp.asarray(prior.nu, dtype)
-    precision = prior.rho + prior.tau * stats.counts
-    mean = (prior.rho * nu[None, :] + prior.tau * stats.location_sums) / precision[:, None]
+    tau = prior.tau if tau is None else tau
+    precision = prior.rho + tau * stats.counts
+    mean = (prior.rho * nu[None, :] + jnp.reshape(tau, (-1, 1)) * stats.location_sums
+            ) / precision[:, None]
     return mean, precision
 
 
-def _locations_around_nu(prior: Prior, stats: Statistics) -> tuple[Array, Array]:
+def _locations_around_nu(prior: Prior, stats: Statistics, tau: Array) -> tuple[Array, Array]:
     """:func:`locations_from_statistics` from location sums taken around ``nu``
     (``sum_n r_nk (X_n - nu)``): ``m_k = nu + tau sum_n r_nk (X_n - nu) / s_k``, the same
-    number, but accurate where the locations are far from the origin and near ``nu``."""
+    number, but accurate where the locations are far from the origin and near ``nu``.
+    ``tau``: :func:`_expected_tau` (a scalar when fixed, ``(K,)`` when learned)."""
     dtype = stats.location_sums.dtype
     nu = jnp.asarray(prior.nu, dtype)
-    precision = prior.rho + prior.tau * stats.counts
-    return nu[None, :] + prior.tau * stats.location_sums / precision[:, None], precision
+    precision = prior.rho + tau * stats.counts
+    return (nu[None, :] + jnp.reshape(tau, (-1, 1)) * stats.location_sums / precision[:, None],
+            precision)
+
+
+def precisions_from_statistics(prior: Prior, stats: Statistics, mean: Array, precision: Array,
+                               centres: Array) -> tuple[Array, Array]:
+    """``c_k = c0 + N_k``, ``d_k = d0 + (Q_k(m_k) + 2 N_k / s_k) / 2`` (learned precisions).
+
+    ``mean`` ``m_k`` and ``precision`` ``s_k`` are those of ``q(mu)``; ``stats`` holds the
+    residual sums about ``centres`` ``m'_k`` (:func:`statistics` with ``means=centres``), and
+    ``Q_k(m_k) = U_k + D_k.(N_k D_k - 2 T_k)`` with ``D_k = m_k - m'_k`` (module docstring).
+    """
+    counts = stats.counts
+    step = mean - centres
+    squared = stats.squared_residuals + jnp.sum(
+        step * (counts[:, None] * step - 2.0 * stats.residual_sums), axis=-1)
+    squared = jnp.maximum(squared, 0.0)  # a sum of squares; rounding must not make it < 0
+    return prior.tau_shape + counts, prior.tau_rate + 0.5 * squared + counts / precision
 
 
 def weights_from_statistics(prior: Prior, stats: Statistics) -> Array:
@@ -409,11 +548,23 @@ def update_rates(data: Observations, prior: Prior, params: Params) -> Params:
 
 
 def update_locations(data: Observations, prior: Prior, params: Params) -> Params:
-    """The exact maximiser of the ELBO in ``q(mu)``."""
+    """The exact maximiser of the ELBO in ``q(mu)`` (given ``E[tau_k]`` when learned)."""
     _validate.model_inputs(data, prior, params, responsibilities=True)
     stats = _statistics(data, params.responsibilities, _nu(prior, data))
-    mean, precision = _locations_around_nu(prior, stats)
+    mean, precision = _locations_around_nu(prior, stats, _expected_tau(prior, params))
     return params._replace(mean=mean, precision=precision)
+
+
+def update_precisions(data: Observations, prior: Prior, params: Params) -> Params:
+    """The exact maximiser of the ELBO in ``q(tau)`` given ``r`` and ``q(mu)``; the identity
+    when ``tau`` is fixed."""
+    _validate.model_inputs(data, prior, params, responsibilities=True)
+    if params.tau_shape is None:
+        return params
+    stats = _statistics(data, params.responsibilities, _nu(prior, data), params.mean)
+    shape, rate = precisions_from_statistics(prior, stats, params.mean, params.precision,
+                                             params.mean)
+    return params._replace(tau_shape=shape, tau_rate=rate)
 
 
 def update_weights(data: Observations, prior: Prior, params: Params) -> Params:
@@ -427,9 +578,11 @@ def update_weights(data: Observations, prior: Prior, params: Params) -> Params:
 
 
 def update_globals(data: Observations, prior: Prior, params: Params) -> Params:
-    """``q(lam)``, ``q(mu)`` and ``q(pi)`` updated together from one pass of statistics.
+    """``q(lam)``, ``q(mu)``, ``q(pi)`` and ``q(tau)`` updated from one pass of statistics.
 
-    They depend on the data only through ``r``, not on each other, so the order is free.
+    The first three depend on the data only through ``r``, not on each other, so their order
+    is free; with learned precisions ``q(mu)`` uses the current ``E[tau]`` and then ``q(tau)``
+    the new ``q(mu)``: each block an exact maximiser given the others.
     """
     _validate.model_inputs(data, prior, params, responsibilities=True)
     return _update_globals(data, prior, params)
@@ -437,7 +590,8 @@ def update_globals(data: Observations, prior: Prior, params: Params) -> Params:
 
 @jax.jit
 def _update_globals(data: Observations, prior: Prior, params: Params) -> Params:
-    stats = _statistics(data, params.responsibilities, _nu(prior, data))
+    means = None if params.tau_shape is None else params.mean
+    stats = _statistics(data, params.responsibilities, _nu(prior, data), means)
     return _globals_from_statistics(prior, stats, params)
 
 
@@ -445,12 +599,21 @@ def _globals_from_statistics(prior: Prior, stats: Statistics, params: Params) ->
     """The global factors' coordinate updates from ``stats`` (location sums taken around
     ``nu``, as :func:`_update_globals` takes them); ``params`` gives the structure (which
     factors are learned). Stochastic VI calls it with minibatch statistics scaled to the
-    data set's size."""
+    data set's size.
+
+    With learned precisions the update is sequential: ``q(mu)`` from ``E[tau]`` of
+    ``params``, then ``q(tau)`` from the new ``q(mu)``; ``stats`` must then hold the residual
+    sums about ``params.mean`` (:func:`statistics` with ``means=params.mean``)."""
     shape, rate = rates_from_statistics(prior, stats)
-    mean, precision = _locations_around_nu(prior, stats)
+    mean, precision = _locations_around_nu(prior, stats, _expected_tau(prior, params))
     g = None if params.concentration is None else weights_from_statistics(prior, stats)
-    return params._replace(gamma_shape=shape, gamma_rate=rate, mean=mean, precision=precision,
-                           concentration=g)
+    new = params._replace(gamma_shape=shape, gamma_rate=rate, mean=mean, precision=precision,
+                          concentration=g)
+    if params.tau_shape is None:
+        return new
+    tau_shape, tau_rate = precisions_from_statistics(prior, stats, mean, precision,
+                                                     params.mean)
+    return new._replace(tau_shape=tau_shape, tau_rate=tau_rate)
 
 
 # ------------------------------------------------------------------------------- ELBO
@@ -460,12 +623,13 @@ def global_terms(prior: Prior, params: Params) -> Array:
     """The ELBO's terms that involve no event: priors and entropies of the global factors.
 
     ``sum_k E[log p(mu_k)] + E[log p(lam_k)] + H[q(mu_k)] + H[q(lam_k)]``, plus
-    ``E[log p(pi)] + H[q(pi)]`` when the weights are learned; the entropies in the forms of
-    the module docstring.
+    ``E[log p(pi)] + H[q(pi)]`` when the weights are learned and ``sum_k E[log p(tau_k)]
+    + H[q(tau_k)]`` when the precisions are; the entropies in the forms of the module
+    docstring.
     """
     k = _validate.params_structure(params, responsibilities=False)
     _validate.prior_structure(prior, k)
-    _validate.learned_weights_agree(prior, params)
+    _validate.learned_factors_agree(prior, params)
     return _global_terms(prior, _globals(params))
 
 
@@ -488,12 +652,11 @@ def elbo(data: Observations, prior: Prior, params: Params) -> Array:
 def _elbo(data: Observations, prior: Prior, params: Params) -> Array:
     x = data.locations
     s = data.strengths.astype(x.dtype)
-    tau = jnp.asarray(prior.tau, x.dtype)
     c = _clusters(prior, params)
-    offset = jnp.log(tau) - LOG_2PI - log_factorial_remainder(s)
+    offset = -LOG_2PI - log_factorial_remainder(s)
     dx = x[:, 0:1] - params.mean[None, :, 0]
     dy = x[:, 1:2] - params.mean[None, :, 1]
-    inner = (c.constant[None, :] - 0.5 * tau * (dx * dx + dy * dy)
+    inner = (c.constant[None, :] - 0.5 * c.tau[None, :] * (dx * dx + dy * dy)
              + s[:, None] * c.shape_term[None, :]
              + poisson_deviance(s[:, None], c.rate[None, :], c.rate_error[None, :]))
     r = params.responsibilities

@@ -22,12 +22,15 @@ class Truth(NamedTuple):
         rates: ``(K,)`` Poisson rates ``lam_k``.
         weights: ``(K,)`` mixture weights ``pi``.
         labels: ``(N,)`` cluster of each event ``Z_n``.
+        precisions: ``(K,)`` location precisions ``tau_k`` when the prior learns them
+            (``Prior.tau_shape``); None for a fixed ``tau``.
     """
 
     means: Array
     rates: Array
     weights: Array
     labels: Array
+    precisions: Array | None = None
 
 
 def sample_events(key: Array, means: Array, rates: Array, weights: Array, tau: float,
@@ -39,7 +42,7 @@ def sample_events(key: Array, means: Array, rates: Array, weights: Array, tau: f
     Args:
         key: PRNG key.
         means: ``(K, 2)``; rates: ``(K,)`` > 0; weights: ``(K,)`` on the simplex.
-        tau: location precision, > 0.
+        tau: location precision, > 0: a scalar, or ``(K,)`` one per cluster.
         num_events: ``N >= 1``.
 
     Returns:
@@ -52,7 +55,8 @@ def sample_events(key: Array, means: Array, rates: Array, weights: Array, tau: f
     _checks.check_real("rates", rates, positive=True)
     _checks.check_shape("weights", weights, (k,))
     _checks.check_probabilities("weights", weights, length=k)
-    _checks.check_shape("tau", tau, ())
+    if _checks.shape_of("tau", tau) != (k,):
+        _checks.check_shape("tau", tau, ())
     _checks.check_real("tau", tau, positive=True, divisor=True)
     num_events = _checks.check_int("num_events", num_events, 1)
     dtype = working_dtype()
@@ -60,7 +64,8 @@ def sample_events(key: Array, means: Array, rates: Array, weights: Array, tau: f
     key_z, key_x, key_s = jax.random.split(key, 3)
     labels = jax.random.choice(key_z, k, (num_events,), p=jnp.asarray(weights, dtype))
     noise = jax.random.normal(key_x, (num_events, 2), dtype)
-    locations = means[labels] + noise / jnp.sqrt(jnp.asarray(tau, dtype))
+    scale = 1.0 / jnp.sqrt(jnp.asarray(tau, dtype))
+    locations = means[labels] + noise * (scale if scale.ndim == 0 else scale[labels, None])
     strengths = jax.random.poisson(key_s, rates[labels]).astype(dtype)
     return Observations(locations, strengths), labels
 
@@ -70,7 +75,8 @@ def simulate(key: Array, prior: Prior, num_clusters: int,
     """Draw cluster parameters from the prior, then events: the full generative model.
 
     ``mu_k ~ N(nu, rho^-1 I)``, ``lam_k ~ Gamma(alpha, beta)``, ``pi`` as given (uniform
-    when None) or ``pi ~ Dir(concentration)``; then :func:`sample_events`.
+    when None) or ``pi ~ Dir(concentration)``, ``tau_k ~ Gamma(tau_shape, tau_rate)`` when
+    the prior learns the precisions (``tau`` otherwise); then :func:`sample_events`.
 
     Returns:
         ``(Observations, Truth)``.
@@ -93,5 +99,11 @@ def simulate(key: Array, prior: Prior, num_clusters: int,
         weights = prior.pi
     else:
         weights = jnp.full((num_clusters,), 1.0 / num_clusters, dtype)
-    data, labels = sample_events(key_events, means, rates, weights, prior.tau, num_events)
-    return data, Truth(means, rates, weights, labels)
+    precisions = None
+    if prior.tau_shape is not None:  # (a key of its own, leaving the other draws unchanged)
+        precisions = jax.random.gamma(jax.random.fold_in(key_mu, 1), prior.tau_shape,
+                                      (num_clusters,), dtype) / prior.tau_rate
+        precisions = jnp.maximum(precisions, jnp.finfo(dtype).tiny)
+    tau = prior.tau if precisions is None else precisions
+    data, labels = sample_events(key_events, means, rates, weights, tau, num_events)
+    return data, Truth(means, rates, weights, labels, precisions)
