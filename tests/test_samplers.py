@@ -74,6 +74,24 @@ def test_categorical_gumbel_max_matches_probs(jit):
             assert chi2_pvalue(category_counts(idx[:, b], 4), PROBS[b]) > P_MIN
 
 
+_exponential = jax.jit(S.exponential, static_argnames="sample_shape")
+_normal = jax.jit(S.normal, static_argnames="sample_shape")
+_gumbel = jax.jit(S.gumbel, static_argnames="sample_shape")
+
+
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg", "unsafe_rbg", "raw"])
+def test_samplers_fit_and_repeat_with_keys_of_any_implementation(impl):
+    """The noise comes from vijax.random (two words per Threefry block) for Threefry keys and
+    from jax.random for the others: every key fits the distribution and repeats its draws."""
+    key = jax.random.PRNGKey(3) if impl == "raw" else jax.random.key(3, impl=impl)
+    n = 20_000
+    for fn, dist in ((_exponential, stats.expon()), (_normal, stats.norm()),
+                     (_gumbel, stats.gumbel_r())):
+        z = np.asarray(fn(key, sample_shape=(n,)))
+        assert stats.kstest(z, dist.cdf).pvalue > P_MIN, fn
+        np.testing.assert_array_equal(z, fn(key, sample_shape=(n,)))
+
+
 _gumbel_softmax = jax.jit(S.gumbel_softmax, static_argnames="sample_shape")
 _categorical = jax.jit(S.categorical, static_argnames="sample_shape")
 

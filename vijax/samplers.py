@@ -19,6 +19,10 @@ shape of the parameters.
   backward: ``hard + soft - stop_gradient(soft)``.
 - :func:`anneal_temperature`: Jang et al.'s schedule ``max(min_temperature, exp(-rate * t))``.
 
+The noise comes from :mod:`vijax.random` (two 32-bit words per Threefry block for Threefry
+keys, half the cipher calls of ``jax.random``; any other key implementation goes through
+``jax.random``), so the same key gives the same sample, but not ``jax.random``'s.
+
 Categorical parameters are keyword-only, ``logits=`` or ``probs=`` (exactly one); the category
 axis is the last one. With the same key, :func:`categorical`, :func:`gumbel_softmax` and
 :func:`straight_through_gumbel_softmax` use the same Gumbel noise, so the argmax of the relaxed
@@ -51,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
+from vijax import random as _random
 from vijax._checks import (
     check_key,
     check_output_size,
@@ -244,7 +249,7 @@ def normal(key: Array, loc: ArrayLike = 0.0, scale: ArrayLike = 1.0,
       ``sample_shape + broadcast(loc, scale).shape`` samples.
     """
     loc, scale, shape = _location_scale(key, loc, scale, sample_shape)
-    return loc + scale * jax.random.normal(key, shape, jnp.result_type(loc, scale))
+    return loc + scale * _random.normal(key, shape, jnp.result_type(loc, scale))
 
 
 def normal_log_prob(z: ArrayLike, loc: ArrayLike = 0.0, scale: ArrayLike = 1.0) -> Array:
@@ -286,7 +291,7 @@ def exponential(key: Array, rate: ArrayLike = 1.0,
     dtype = check_real("rate", rate, positive=True)
     check_output_size("sample_shape", shape, dtype)
     rate = _float("rate", rate)
-    u = jax.random.uniform(key, shape, rate.dtype)
+    u = _random.uniform(key, shape, rate.dtype)
     return -jnp.log1p(-u) / rate
 
 
@@ -325,7 +330,7 @@ def gumbel(key: Array, loc: ArrayLike = 0.0, scale: ArrayLike = 1.0,
 
 
 def _standard_gumbel(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
-    u = jax.random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
+    u = _random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
     return -jnp.log(-jnp.log(u))
 
 

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
+from vijax import random as _random
 from vijax._checks import (
     check_finite,
     check_floating,
@@ -59,7 +60,7 @@ def _tiny(dtype: Any) -> float:
 
 def _uniform(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
     """``U(0, 1)`` strictly inside the interval (logit and log stay finite)."""
-    return jax.random.uniform(key, shape, dtype, minval=_tiny(dtype), maxval=1.0)
+    return _random.uniform(key, shape, dtype, minval=_tiny(dtype), maxval=1.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vijax import random as _random
 from vijax._checks import check_finite, check_floating, check_int, check_key, shape_of
 from vijax.families._common import _as_float, _sum_event
 from vijax.samplers import _sample_shape
@@ -107,7 +108,7 @@ class MeanFieldGaussian:
     def _noise(self, key: Array, params: GaussianParams, sample_shape) -> Array:
         loc = params.loc
         dtype = jnp.result_type(loc, params.log_scale, float)
-        return jax.random.normal(key, _sample_shape(sample_shape) + jnp.shape(loc), dtype)
+        return _random.normal(key, _sample_shape(sample_shape) + jnp.shape(loc), dtype)
 
     def sample(self, key: Array, params: GaussianParams,
                sample_shape: int | Sequence[int] = ()) -> Array:
@@ -231,8 +232,8 @@ class FullRankGaussian:
 
     def _noise(self, key: Array, params: FullRankParams, sample_shape) -> Array:
         dtype = jnp.result_type(params.loc, params.tril_raw, float)
-        return jax.random.normal(key, _sample_shape(sample_shape) + jnp.shape(params.loc),
-                                 dtype)
+        return _random.normal(key, _sample_shape(sample_shape) + jnp.shape(params.loc),
+                              dtype)
 
     def sample(self, key: Array, params: FullRankParams,
                sample_shape: int | Sequence[int] = ()) -> Array:
