@@ -31,6 +31,20 @@ from vijax.cavi.model import (
     update_weights,
 )
 from vijax.cavi.simulate import Truth, sample_events, simulate
+from vijax.cavi.stochastic import (
+    EVENT_DTYPE,
+    SVIHistory,
+    SVIInfo,
+    SVIResult,
+    SVIState,
+    fit_stochastic,
+    held_out_elbo,
+    minibatches,
+    stochastic_init,
+    stochastic_step,
+    stochastic_step_size,
+    write_events,
+)
 
 __all__ = [
     "EventTerms", "FitResult", "Observations", "Params", "Prior", "Statistics", "Truth",
@@ -39,4 +53,8 @@ __all__ = [
     "global_terms", "init", "predict", "responsibilities", "sample_events", "shard_events",
     "simulate", "statistics", "sweep", "update_assignments", "update_globals",
     "update_locations", "update_precisions", "update_rates", "update_weights",
+    # stochastic VI (vijax.cavi.stochastic)
+    "EVENT_DTYPE", "SVIHistory", "SVIInfo", "SVIResult", "SVIState", "fit_stochastic",
+    "held_out_elbo", "minibatches", "stochastic_init", "stochastic_step",
+    "stochastic_step_size", "write_events",
 ]
