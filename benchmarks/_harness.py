@@ -32,16 +32,42 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def loadavg() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (``/proc/loadavg``), None where there is none.
+
+    On a machine of ``n`` cores a load above ``n`` means other processes competed for the
+    cores while a benchmark ran: its times are then inflated and its ratios less fair.
+    """
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
+#: The load when the benchmark started (this module is imported first by every script).
+LOADAVG_AT_START = loadavg()
+
+
+def cpu_threads() -> int:
+    """The cores this process may run on (its affinity): the threads JAX's CPU backend uses,
+    and the count a peer (``torch.set_num_threads``) is pinned to."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def environment() -> dict[str, Any]:
-    """What the numbers were measured on: device, CPU model, threads, library versions, date."""
+    """What the numbers were measured on: device, CPU model, threads, library versions, date,
+    and the load average when the script started and when it wrote its results."""
     import jax
     import jaxlib
 
     devices = jax.devices()
     return {
         "cpu_model": cpu_model(),
-        "cpu_threads_available": len(os.sched_getaffinity(0)) if hasattr(
-            os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_threads_available": cpu_threads(),
+        "loadavg_start": LOADAVG_AT_START,
+        "loadavg_end": loadavg(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "backend": jax.default_backend(),
         "device": devices[0].device_kind,
@@ -88,6 +114,14 @@ def timeit(fn: Callable[[], Any], *, repeat: int = 5, warmup: int = 1,
         times.append(dt)
         spent += dt
     return float(np.median(times))
+
+
+def spread(values: Sequence[float]) -> dict[str, float | int]:
+    """Median, quartiles, extremes and count of repeated measurements (their spread)."""
+    v = np.asarray(values, float)
+    q25, median, q75 = np.percentile(v, [25, 50, 75])
+    return {"median": float(median), "q25": float(q25), "q75": float(q75),
+            "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:

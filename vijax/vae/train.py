@@ -120,8 +120,9 @@ def _update(params, opt_state, est_state, key, x, model, optimizer, objective, e
     (value, (_, est_state)), grads = jax.value_and_grad(
         lambda p: loss(key, model, p, x, objective=objective, estimator=estimator,
                        state=est_state), has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, est_state, value
+    with jax.named_scope("optimizer"):  # a name in profiles and HLO dumps
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, est_state, value
 
 
 @functools.partial(jax.jit, static_argnames=("model", "optimizer", "objective", "estimator"),
