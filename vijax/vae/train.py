@@ -10,9 +10,26 @@ the course's recipe is ``ELBO(kl="analytic")``, ``Reparam()``, ``optax.adam(1e-3
 ``N mod batch_size`` of them, and runs every step inside one jitted ``lax.scan`` with the
 images on the device; the state's buffers are donated.
 
-Data parallelism: a :class:`jax.sharding.Mesh` over the local devices with one axis
-``"data"``; each batch is sharded along it, parameters and optimiser state are replicated,
-and XLA inserts the all-reduce of the gradients.
+Data parallelism: a :class:`jax.sharding.Mesh` over the devices with one axis ``"data"``.
+The images are sharded along it (device ``d`` of ``D`` holds a contiguous ``1/D`` of them),
+each batch is too, parameters and optimiser state are replicated, and XLA inserts the
+all-reduce of the gradients. The shuffle is local to each device's images, so no image
+crosses devices: row ``j`` of every batch (``j < B``) is drawn, without replacement over
+the epoch, from its own group of ``N // B`` consecutive images, in the order of a
+permutation keyed by ``fold_in(key, j)`` (a stratified shuffle: each image once per epoch;
+two images of one group never share a batch). Groups are consecutive images of one device's
+shard, so the batches, and the training, are the same on any number of devices when ``N`` is
+a multiple of ``B`` (with fewer devices than before this scheme, the order differs from the
+former global permutation).
+
+Several processes (``jax.distributed.initialize`` first; README, "Several processes or
+hosts"): the mesh spans every process's devices and :func:`fit` takes ``train_images`` as
+this process's images. Each device holds ``L`` of its process's images (``L`` the smallest
+``n_p // local devices`` over the processes; a process with more leaves the rest out, with
+a warning), the batch is the concatenation over devices of their sub-batches, and ``P``
+processes of one device each, given the parts of ``images``, train exactly as one process
+with ``P`` devices given ``images`` (equal parts). Every process ends with the same state.
+Checkpointing (``workdir``) is single-process for now: refused under several processes.
 
 :func:`fit` adds a progress bar, a metrics history (``metrics.json``), an Orbax checkpoint
 per epoch and an exact ``resume``: the checkpoint holds the parameters, the optimiser state,
@@ -36,6 +53,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from vijax import _distributed
 from vijax._checks import check_images, check_int, check_key, check_optimizer, check_pixels
 from vijax.data.mnist import BINARIZATIONS
 from vijax.estimators import ELBO, Estimator, Reparam
@@ -151,27 +169,61 @@ def train_step(state: TrainState, x: jax.Array, *, model: VAE,
 
 
 def make_mesh(devices: list | None = None) -> Mesh:
-    """A one-axis (``"data"``) mesh over ``devices`` (default: all local devices)."""
-    devices = list(jax.local_devices() if devices is None else devices)
+    """A one-axis (``"data"``) mesh over ``devices`` (default: ``jax.devices()``, every
+    process's devices; the local devices when there is one process)."""
+    devices = list(jax.devices() if devices is None else devices)
     return Mesh(np.array(devices), ("data",))
+
+
+def _batch_order(key: jax.Array, batch_size: int, shards: int, n_batches: int) -> jax.Array:
+    """``(n_batches, B)``: entry ``[t, j]`` is the index, within its device's shard, of row
+    ``j`` of batch ``t``: ``g n_batches + pi_j(t)``, with ``g = j mod (B / shards)`` the row's
+    group in its shard and ``pi_j`` a permutation of ``n_batches`` keyed by ``fold_in(key,
+    j)`` (module docstring)."""
+    rows = jnp.arange(batch_size)
+    perms = jax.vmap(lambda j: jax.random.permutation(jax.random.fold_in(key, j),
+                                                      n_batches))(rows)
+    return ((rows % (batch_size // shards))[:, None] * n_batches + perms).T
+
+
+def _shard_images(images: Any, mesh: Mesh) -> jax.Array:
+    """One process's ``images`` as a global array sharded along ``mesh`` (contiguous
+    ``L`` per device), leaving out the last ``N mod D`` (one process) or what exceeds the
+    smallest process's share (several processes, with a warning). An array already
+    sharded so (``L D`` rows) is returned as it is."""
+    batched = NamedSharding(mesh, P("data"))
+    if isinstance(images, jax.Array) and images.sharding == batched:
+        return images
+    if not _distributed.multiprocess():
+        rows = images.shape[0] - images.shape[0] % mesh.size
+        return jax.device_put(jnp.asarray(images[:rows], jnp.float32), batched)
+    local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+    per_device = int(np.min(_distributed.allgather(np.int64(images.shape[0] // local_devices))))
+    rows = per_device * local_devices
+    if rows < images.shape[0]:
+        warnings.warn(f"process {jax.process_index()} trains on {rows} of its "
+                      f"{images.shape[0]} images: every device holds as many images as the "
+                      "smallest process's devices; give every process as many", stacklevel=3)
+    return _distributed.global_rows(mesh, np.asarray(images[:rows], np.float32))
 
 
 @functools.lru_cache(maxsize=32)
 def _epoch_fn(model: VAE, optimizer: optax.GradientTransformation, batch_size: int,
               objective: Any, estimator: Estimator, dynamic: bool, mesh: Mesh):
     replicated = NamedSharding(mesh, P())
-    batched = NamedSharding(mesh, P("data"))
+    # Each device gathers its rows of the batch from its own shard (indices within it).
+    take = jax.shard_map(lambda shard, idx: shard[idx], mesh=mesh,
+                         in_specs=(P("data"), P("data")), out_specs=P("data"))
 
     def epoch(state: TrainState, images: jax.Array) -> tuple[TrainState, jax.Array]:
         n_batches = images.shape[0] // batch_size
         key, perm_key, steps_key = jax.random.split(state.key, 3)
-        order = jax.random.permutation(perm_key, images.shape[0])
-        order = order[: n_batches * batch_size].reshape(n_batches, batch_size)
+        order = _batch_order(perm_key, batch_size, mesh.size, n_batches)
 
         def body(carry, inputs):
             params, opt_state, est_state = carry
             idx, step_key = inputs
-            x = jax.lax.with_sharding_constraint(jnp.take(images, idx, axis=0), batched)
+            x = take(images, idx)
             if dynamic:
                 bin_key, step_key = jax.random.split(step_key)
                 x = jax.random.bernoulli(bin_key, x).astype(x.dtype)
@@ -199,10 +251,11 @@ def train_epoch(state: TrainState, images: jax.Array, *, model: VAE,
 
     Args:
         state: the training state (its buffers are donated: do not reuse it).
-        images: ``(N, P)`` float32 pixels in ``[0, 1]``, ideally already on the devices
-            (replicated); shape and dtype are checked, not the values.
+        images: ``(N, P)`` float32 pixels in ``[0, 1]``; shape and dtype are checked, not the
+            values. Sharded along the mesh (the last ``N mod D`` left out) unless already
+            so; under several processes pass a global array sharded along it.
         model, optimizer, objective, estimator: as in :func:`train_step`.
-        batch_size: images per step (a multiple of the mesh size).
+        batch_size: images per step (a multiple of the mesh size ``D``).
         dynamic_binarization: draw ``x ~ Bernoulli(images)`` afresh at every step.
         mesh: from :func:`make_mesh`; default all local devices.
 
@@ -221,17 +274,25 @@ def train_epoch(state: TrainState, images: jax.Array, *, model: VAE,
                          f"({batch_size}); got {mesh!r}")
     fn = _epoch_fn(model, optimizer, int(batch_size), objective, estimator,
                    bool(dynamic_binarization), mesh)
-    return fn(state, images)
+    return fn(state, _shard_images(images, mesh))
 
 
 # --------------------------------------------------------------------------- checks
 
 
 def _devices_for(batch_size: int, devices: list | None) -> list:
-    devices = list(jax.local_devices() if devices is None else devices)
+    devices = list(jax.devices() if devices is None else devices)
     if not devices or not all(isinstance(d, jax.Device) for d in devices):
         raise ValueError(f"devices must be a non-empty list of jax devices (jax.devices()); "
                          f"got {devices!r}")
+    if _distributed.multiprocess():
+        if set(devices) != set(jax.devices()):
+            raise ValueError("devices must be None (every process's devices) under several "
+                             f"processes; got {len(devices)} of the {jax.device_count()}")
+        if batch_size % len(devices):
+            raise ValueError(f"batch_size must be a multiple of the {len(devices)} devices "
+                             f"of all {jax.process_count()} processes; got {batch_size}")
+        return devices
     n = len(devices)
     while batch_size % n:
         n -= 1
@@ -341,7 +402,14 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
         test_images: optional ``(M, P)`` held-out pixels; the test negative ELBO (analytic
             KL, same binarisation, a fixed key) is logged after every epoch.
         progress: show a tqdm bar with the epoch's loss.
-        devices: devices for data parallelism (default: all local devices).
+        devices: devices for data parallelism (default: ``jax.devices()``).
+
+    Several processes: ``train_images`` is this process's images (module docstring);
+    ``batch_size`` is the global batch, a multiple of the global device count; ``key`` and
+    the settings must be the same on every process (checked); ``workdir`` must be None;
+    the test loss is the mean over every process's ``test_images``; the returned state is
+    the same on every process, as arrays of this process; the progress bar shows on
+    process 0 only.
 
     Returns:
         :class:`FitResult` ``(state, model, history)``; ``history[e]`` has ``epoch``,
@@ -354,23 +422,34 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
         FloatingPointError: a non-finite loss; names the epoch and step, and the last good
             checkpoint stays in ``workdir``.
     """
-    check_key("key", key)
-    config = VAEConfig() if config is None else config
-    if not isinstance(config, VAEConfig):
-        raise ValueError(f"config must be a VAEConfig; got {type(config).__name__}")
-    images = check_images("train_images", train_images, config.input_dim)
-    epochs = check_int("epochs", epochs, 1)
-    batch_size = check_int("batch_size", batch_size, 1)
-    if batch_size > images.shape[0]:
-        raise ValueError(f"batch_size must be <= the number of training images "
-                         f"({images.shape[0]}); got {batch_size}")
-    check_optimizer("optimizer", optimizer)
-    check_training(objective, estimator, VAE(config))
-    if binarization not in BINARIZATIONS:
-        raise ValueError(f"binarization must be one of {BINARIZATIONS}; got {binarization!r}")
-    test = None if test_images is None else check_images("test_images", test_images,
-                                                          config.input_dim)
-    devices = _devices_for(batch_size, devices)
+    def check():
+        check_key("key", key)
+        conf = VAEConfig() if config is None else config
+        if not isinstance(conf, VAEConfig):
+            raise ValueError(f"config must be a VAEConfig; got {type(conf).__name__}")
+        x = check_images("train_images", train_images, conf.input_dim)
+        e = check_int("epochs", epochs, 1)
+        b = check_int("batch_size", batch_size, 1)
+        if b > x.shape[0] and not several:
+            raise ValueError(f"batch_size must be <= the number of training images "
+                             f"({x.shape[0]}); got {b}")
+        check_optimizer("optimizer", optimizer)
+        check_training(objective, estimator, VAE(conf))
+        if binarization not in BINARIZATIONS:
+            raise ValueError(f"binarization must be one of {BINARIZATIONS}; got "
+                             f"{binarization!r}")
+        if several and workdir is not None:
+            raise ValueError("workdir must be None under several processes (checkpointing "
+                             f"is single-process for now); got {workdir!r}")
+        t = None if test_images is None else check_images("test_images", test_images,
+                                                           conf.input_dim)
+        return conf, x, e, b, t, _devices_for(b, devices)
+
+    several = _distributed.multiprocess()
+    config, images, epochs, batch_size, test, devices = _distributed.agree(check)
+    if several:
+        _distributed.check_same("key, epochs and batch_size", np.concatenate(
+            [np.asarray(_raw_key(key), np.float64), [epochs, batch_size]]))
     settings = {"batch_size": batch_size, "objective": repr(objective),
                 "estimator": repr(estimator), "binarization": binarization}
     workdir = None if workdir is None else Path(workdir)
@@ -381,7 +460,9 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
     model = VAE(config)
     mesh = make_mesh(devices)
     replicated = NamedSharding(mesh, P())
-    state = jax.device_put(init(key, model, optimizer, estimator), replicated)
+    state = init(key, model, optimizer, estimator)
+    state = (_distributed.replicated(mesh, state) if several
+             else jax.device_put(state, replicated))
     history: list[dict] = []
     manager = None
     if workdir is not None:
@@ -398,7 +479,10 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
 
     if binarization == "round":
         images = np.round(images)
-    data = jax.device_put(jnp.asarray(images, jnp.float32), replicated)
+    data = _shard_images(images, mesh)
+    if several and batch_size > data.shape[0]:
+        raise ValueError(f"batch_size must be <= the {data.shape[0]} training images of all "
+                         f"{jax.process_count()} processes; got {batch_size}")
     test_loss = None
     if test is not None:
         test_x = np.asarray(test, np.float32)
@@ -406,19 +490,18 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
             test_x = np.round(test_x)
         elif binarization == "dynamic":  # one fixed draw, the usual test set of Burda et al.
             test_x = np.asarray(jax.random.bernoulli(jax.random.PRNGKey(0), test_x), np.float32)
-        test_loss = functools.partial(negative_elbo_dataset, jax.random.PRNGKey(1), model,
-                                      images=test_x)
+        test_loss = functools.partial(_test_loss, model, test_x)
     epoch_fn = _epoch_fn(model, optimizer, batch_size, objective, estimator,
                          binarization == "dynamic", mesh)
-    n_batches = images.shape[0] // batch_size
+    n_batches = data.shape[0] // batch_size
 
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(start, epochs), desc="VAE", unit="epoch", disable=not progress,
-               initial=start, total=epochs)
+    bar = tqdm(range(start, epochs), desc="VAE", unit="epoch",
+               disable=not progress or jax.process_index() > 0, initial=start, total=epochs)
     try:
         for e in bar:
             state, timing = _epoch(epoch_fn, state, data, e, n_batches, workdir)
@@ -433,7 +516,18 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
         bar.close()
         if manager is not None:
             manager.close()
-    return FitResult(state, model, history)
+    return FitResult(_distributed.to_local(state) if several else state, model, history)
+
+
+def _test_loss(model: VAE, images: np.ndarray, params: Any) -> float:
+    """The test negative ELBO (a fixed key) of ``images``; several processes: the mean over
+    every process's images, the same on every process."""
+    key = jax.random.PRNGKey(1)
+    if not _distributed.multiprocess():
+        return negative_elbo_dataset(key, model, params, images=images)
+    value = negative_elbo_dataset(key, model, _distributed.to_local(params), images=images)
+    sums = _distributed.allgather(np.array([value * images.shape[0], images.shape[0]]))
+    return float(sums[:, 0].sum() / sums[:, 1].sum())
 
 
 def _epoch(epoch_fn, state: TrainState, data, e: int, n_batches: int,
