@@ -43,7 +43,7 @@ def main(out: str, port: int | None, processes: int, process_id: int) -> None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}",
                                    num_processes=processes, process_id=process_id,
-                                   initialization_timeout=60)
+                                   initialization_timeout=120)
     import optax
 
     from vijax import cavi

@@ -223,7 +223,8 @@ def _fit(key: Array, data: Observations, prior: Prior, tol: Array, order: Array 
 def shard_events(data: Observations, devices: list | None = None) -> Observations:
     """Pad the events to a multiple of the device count (weight 0) and shard them.
 
-    With one device, the data come back unpadded and unsharded.
+    With one device, the data come back unpadded and unsharded. One process's devices
+    (under several processes, :func:`fit` builds its global arrays itself).
     """
     _validate.data_structure(data)
     devices = _validate.devices(devices)
