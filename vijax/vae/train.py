@@ -407,7 +407,9 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
     Several processes: ``train_images`` is this process's images (module docstring);
     ``batch_size`` is the global batch, a multiple of the global device count; ``key`` and
     the settings must be the same on every process (checked); ``workdir`` must be None;
-    the test loss is the mean over every process's ``test_images``; the returned state is
+    the test loss is the mean over every process's ``test_images`` (the same on every
+    process; its one-sample noise, and a dynamic binarisation's draw, are drawn per process,
+    so it equals a single-process run's in expectation only); the returned state is
     the same on every process, as arrays of this process; the progress bar shows on
     process 0 only.
 
