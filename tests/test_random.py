@@ -1,5 +1,6 @@
-"""vijax.random: the counter-mode words are Threefry-2x32's, uniform, independent across keys,
-splits and the two words of a block; reproducible; other keys and dtypes go through jax.random.
+"""vijax.random: the unrolled cipher is Threefry-2x32, the draws are jax.random's for Threefry
+keys; the words are uniform and independent within a stream and across seeds, splits and
+fold_in; reproducible; other keys and dtypes go through jax.random.
 
 Statistical tests use fixed keys (deterministic) and thresholds from the sample size: a
 chi-square statistic is compared with its mean + 6 standard deviations (``df + 6 sqrt(2 df)``),
@@ -21,12 +22,16 @@ from scipy import stats
 from vijax import random as R
 
 N = 1 << 20  # words per statistical test
+_bits = jax.jit(R.bits, static_argnums=1)
+_uniform = jax.jit(R.uniform, static_argnums=(1, 2))
+_normal = jax.jit(R.normal, static_argnums=(1, 2))
+_jax_uniform = jax.jit(jax.random.uniform, static_argnums=(1, 2))
 
 
 @pytest.fixture(scope="module")
 def words():
     """``N`` words of key 0, as int64 for NumPy."""
-    return np.asarray(R.bits(jax.random.key(0), (N,))).astype(np.int64)
+    return np.asarray(_bits(jax.random.key(0), (N,))).astype(np.int64)
 
 
 def _chi2_bound(df: int) -> float:
@@ -46,23 +51,28 @@ def _pair_chi2(a: np.ndarray, b: np.ndarray, bins: int = 16) -> float:
     return _uniform_chi2(table)
 
 
-def test_words_are_threefry_blocks_of_the_tagged_counter():
-    """Block m = threefry_2x32(key, (m, TAG)) gives words m and m + ceil(n/2) (checked against
-    JAX's public Threefry), for an odd n."""
-    key = jax.random.key(7)
-    n = 11
-    m = 6
-    counts = jnp.concatenate([jnp.arange(m, dtype=jnp.uint32),
-                              jnp.full((m,), R.TAG, jnp.uint32)])
-    want = threefry_2x32(jax.random.key_data(key), counts)[:n]
-    np.testing.assert_array_equal(R.bits(key, (n,)), want)
+def test_unrolled_cipher_is_jax_threefry():
+    """The unrolled cipher against JAX's (rolled) Threefry-2x32 on random keys and blocks."""
+    k0, k1, x0, x1 = np.random.default_rng(0).integers(0, 2**32, (4, 257), dtype=np.uint32)
+    got = R.threefry_2x32(jnp.asarray(k0), jnp.asarray(k1), jnp.asarray(x0), jnp.asarray(x1))
+    want = jax.vmap(lambda a, b, c, d: threefry_2x32(jnp.stack([a, b]), jnp.stack([c, d])))(
+        k0, k1, x0, x1)
+    np.testing.assert_array_equal(np.stack(got, -1), want)
 
 
-def test_words_are_not_the_data_of_split_keys():
-    key = jax.random.key(3)
-    children = np.asarray(jax.random.key_data(jax.random.split(key, 8))).ravel()
-    got = np.asarray(R.bits(key, (16,)))
-    assert not np.any(np.isin(got, children))
+
+
+@pytest.mark.parametrize("shape", [(), (2, 3, 5)])
+def test_draws_are_jax_randoms_for_threefry_keys(shape):
+    for key in (jax.random.key(9), jax.random.PRNGKey(9)):
+        np.testing.assert_array_equal(_bits(key, shape), jax.random.bits(key, shape))
+        np.testing.assert_array_equal(_normal(key, shape, float), jax.random.normal(key, shape))
+        # both jitted: eagerly, XLA contracts jax.random.uniform's u * (b - a) + a to an FMA
+        np.testing.assert_array_equal(_uniform(key, shape, float, -2.0, 3.0),
+                                      _jax_uniform(key, shape, float, -2.0, 3.0))
+    keys = jax.random.split(jax.random.key(9), 3)
+    np.testing.assert_array_equal(jax.vmap(lambda k: _normal(k, shape, float))(keys),
+                                  jax.vmap(lambda k: jax.random.normal(k, shape))(keys))
 
 
 def test_every_bit_is_fair(words):
@@ -77,7 +87,7 @@ def test_bytes_are_uniform(words):
         assert _uniform_chi2(counts) < _chi2_bound(255), shift
 
 
-@pytest.mark.parametrize("lag", [1, 2, N // 2])  # N // 2: the two words of one block
+@pytest.mark.parametrize("lag", [1, 2, 1000])
 def test_words_in_one_stream_are_independent(words, lag):
     assert _pair_chi2(words[:-lag], words[lag:]) < _chi2_bound(255)
     u = words / 2.0**32
@@ -90,7 +100,7 @@ def test_streams_of_related_keys_are_independent(words, pair):
     key = jax.random.key(0)
     other = {"seeds": jax.random.key(1), "split": jax.random.split(key)[0],
              "fold_in": jax.random.fold_in(key, 1)}[pair]
-    b = np.asarray(R.bits(other, (N,))).astype(np.int64)
+    b = np.asarray(_bits(other, (N,))).astype(np.int64)
     assert _pair_chi2(words, b) < _chi2_bound(255)
     assert abs(np.corrcoef(words / 2.0**32, b / 2.0**32)[0, 1]) < 6 / math.sqrt(N)
     assert np.mean(words == b) < 1e-4
@@ -99,10 +109,10 @@ def test_streams_of_related_keys_are_independent(words, pair):
 def test_uniform_and_normal_fit_their_distributions():
     key = jax.random.key(11)
     n = 200_000
-    u = np.asarray(R.uniform(key, (n,), minval=-2.0, maxval=3.0))
+    u = np.asarray(_uniform(key, (n,), float, -2.0, 3.0))
     assert u.min() >= -2.0 and u.max() < 3.0
     assert stats.kstest(u, stats.uniform(-2.0, 5.0).cdf).statistic < 2 / math.sqrt(n)
-    z = np.asarray(R.normal(key, (n,)))
+    z = np.asarray(_normal(key, (n,), float))
     assert np.all(np.isfinite(z))
     assert stats.kstest(z, stats.norm.cdf).statistic < 2 / math.sqrt(n)
     # the tails: P(|z| > 3) = 2.70e-3 within 6 standard errors
@@ -110,19 +120,12 @@ def test_uniform_and_normal_fit_their_distributions():
     assert abs(np.mean(np.abs(z) > 3) - p) < 6 * math.sqrt(p * (1 - p) / n)
 
 
-def test_same_key_same_draws_under_jit_and_vmap():
+def test_same_key_same_words_eagerly_and_under_jit_for_any_shape():
     key = jax.random.key(5)
-    a = R.normal(key, (3, 5))
-    np.testing.assert_array_equal(a, R.normal(key, (3, 5)))
-    np.testing.assert_array_equal(a, jax.jit(R.normal, static_argnums=1)(key, (3, 5)))
-    keys = jax.random.split(key, 4)
-    batched = jax.vmap(lambda k: R.uniform(k, (7,)))(keys)
-    np.testing.assert_array_equal(batched, np.stack([R.uniform(k, (7,)) for k in keys]))
-    # a raw PRNGKey holds the same Threefry key as jax.random.key(seed)
-    np.testing.assert_array_equal(R.bits(jax.random.PRNGKey(5), (9,)), R.bits(key, (9,)))
-    assert R.normal(key, ()).shape == () and R.bits(key, (0, 3)).shape == (0, 3)
-    # a prefix of a longer draw is not the shorter draw (the block of word i depends on n)
-    assert not np.array_equal(R.bits(key, (4,)), R.bits(key, (8,))[:4])
+    np.testing.assert_array_equal(R.bits(key, (3,)), _bits(key, (3,)))
+    assert _normal(key, (), float).shape == () and _bits(key, (0, 3)).shape == (0, 3)
+    # word i is block i whatever the shape: a shorter draw is a prefix of a longer one
+    np.testing.assert_array_equal(_bits(key, (4,)), _bits(key, (2, 4))[0])
 
 
 @pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])

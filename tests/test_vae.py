@@ -17,7 +17,6 @@ from conftest import no_compilation
 from scipy import stats
 
 from vijax import estimators as E
-from vijax import random as vijax_random
 from vijax.data.mnist import binarize, load_mnist
 from vijax.vae import (
     VAE,
@@ -132,7 +131,7 @@ def test_stl_gradient_is_the_total_gradient_minus_the_score(params, batch):
     def score_term(p):  # -E log q_phi(z) with z held fixed: the term STL drops
         mean, log_var = MODEL.apply({"params": p}, batch, method="encode")
         sg_mean, sg_log_var = jax.lax.stop_gradient((mean, log_var))
-        eps = vijax_random.normal(key, mean.shape)  # the families' noise
+        eps = jax.random.normal(key, mean.shape)
         z = jax.lax.stop_gradient(sg_mean + jnp.exp(0.5 * sg_log_var) * eps)
         log_q = -0.5 * jnp.sum(jnp.log(2 * jnp.pi) + log_var
                                + (z - mean) ** 2 * jnp.exp(-log_var), -1)

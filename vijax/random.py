@@ -1,29 +1,31 @@
-"""Random numbers for the samplers: 32-bit words, uniforms and normals from an explicit key, at
-two words per Threefry call.
+"""Random numbers for the samplers: JAX's Threefry stream, computed in one fused loop on CPU.
 
-JAX's default (``jax_threefry_partitionable``, on since JAX 0.5) draws each 32-bit word as the
-XOR of the two output words of one Threefry-2x32 call on the word's index, so every float32
-sample costs a whole 20-round block. Counter mode keeps both words instead (the construction
-of Salmon et al. 2011 and of JAX's older, non-partitionable stream): the ``m``-th block
-``threefry_2x32(key, (m, TAG))`` gives words ``m`` and ``m + ceil(n/2)`` of ``n``. Half the
-blocks for the same number of words; nothing else changes: the same cipher (20 rounds), the
-same key, no state.
+``jax.random`` lowers the Threefry-2x32 cipher on CPU as a rolled loop (``lax.fori_loop`` over
+its five groups of four rounds): XLA runs it as a while loop that writes both words of every
+block to memory after each group, five passes, none fused with the transform that follows.
+Here the same cipher (20 rounds, Salmon et al. 2011, rotations
+``13, 15, 26, 6 / 17, 29, 16, 24``, key parity ``0x1BD11BDA``) is written out round by round
+in ``jax.numpy``, so XLA fuses cipher, float conversion and transform (``log``, ``erf_inv``)
+into one vectorised loop that writes only the result.
+
+The words are JAX's own: word ``i`` of a draw of ``n`` is ``x0 ^ x1`` of the block
+``threefry_2x32(key, (i >> 32, i & 0xffffffff))``, as ``jax.random.bits`` computes it under
+``jax_threefry_partitionable`` (JAX's default since 0.5). So for Threefry keys
+:func:`bits`, :func:`uniform` and :func:`normal` return what ``jax.random.bits``,
+``jax.random.uniform`` and ``jax.random.normal`` return for the same key, only faster; what
+statisticians know of JAX's stream holds unchanged.
 
 - :func:`bits`: ``uint32`` words.
 - :func:`uniform`: ``U[minval, maxval)`` from the top 23 bits of a word (the mantissa trick
   JAX uses: ``bitcast((w >> 9) | 0x3f800000) - 1`` lies in ``{0, 2^-23, ..., 1 - 2^-23}``).
 - :func:`normal`: ``sqrt(2) erfinv(u)``, ``u ~ U(-1, 1)``, JAX's inverse-CDF transform.
 
-The second counter word is the constant ``TAG = 0x76696a61`` (``"vija"``), so these blocks
-never coincide with the blocks ``jax.random.split`` / ``jax.random.bits`` evaluate (second
-word = the index's high half, 0 below ``2^32`` draws): words drawn here are not the data of
-the key's children.
-
-Keys are explicit and the output is a pure function of ``(key, shape, dtype)``. The fast path
-applies to Threefry keys (``jax.random.key(seed)``, the default, and raw ``PRNGKey`` arrays)
-and float32 / 32-bit words; any other key implementation (``impl="rbg"``, ``"unsafe_rbg"``,
-user-defined) or dtype (float16, bfloat16, float64 under x64) is passed to the same-named
-``jax.random`` function, so every key a user passes works and is reproducible.
+Keys are explicit and the output is a pure function of ``(key, shape, dtype)``. The fused
+path applies to Threefry keys (``jax.random.key(seed)``, the default, and raw ``PRNGKey``
+arrays), float32 / 32-bit words, draws of at most ``2^32`` words and the partitionable stream;
+any other key implementation (``impl="rbg"``, ``"unsafe_rbg"``, user-defined), dtype (float16,
+bfloat16, float64 under x64) or setting goes to the same-named ``jax.random`` function, so
+every key a user passes works, with the same numbers as ``jax.random``.
 """
 
 from __future__ import annotations
@@ -34,44 +36,55 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.random import threefry2x32_p
 
 Array = jax.Array
 
-__all__ = ["TAG", "bits", "uniform", "normal", "is_threefry"]
+__all__ = ["bits", "uniform", "normal", "is_threefry", "threefry_2x32"]
 
-TAG = 0x76696A61
-"""Second counter word of every block (ASCII ``"vija"``); see the module docstring."""
-
-_MAX_BLOCKS = 2**32 - 1  # the first counter word is a uint32 index
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))  # Threefry-2x32 (Salmon et al. 2011, Table 4)
+_PARITY = 0x1BD11BDA  # the key schedule's parity constant (Skein)
+_MAX_WORDS = 2**32  # counters below 2^32: the high counter word is 0
 
 
 def is_threefry(key: Array) -> bool:
     """Whether ``key`` (one typed key, or a raw ``uint32`` key of shape ``(2,)``) is a
-    Threefry-2x32 key, the ones :func:`bits` draws two words per block from."""
+    Threefry-2x32 key, the ones :func:`bits` computes in one fused loop."""
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         return str(jax.random.key_impl(key)) == "threefry2x32"
     return key.dtype == jnp.uint32 and key.shape[-1:] == (2,)
 
 
-def _blocks(key: Array, n: int) -> Array:
-    """``n`` uint32 words from ``ceil(n/2)`` Threefry-2x32 blocks ``(m, TAG)``, ``m = 0, 1, ...``:
-    block ``m`` gives words ``m`` and ``m + ceil(n/2)``."""
-    data = jax.random.key_data(key) if jax.dtypes.issubdtype(
-        key.dtype, jax.dtypes.prng_key) else key
-    m = -(-n // 2)
-    counter = jax.lax.iota(jnp.uint32, m)
-    x0, x1 = threefry2x32_p.bind(data[0], data[1], counter, jnp.full_like(counter, TAG))
-    return jnp.concatenate([x0, x1])[:n]
+def threefry_2x32(k0: Array, k1: Array, x0: Array, x1: Array) -> tuple[Array, Array]:
+    """The Threefry-2x32 block cipher, 20 rounds, unrolled (``uint32`` arrays broadcasting
+    together): ``(x0, x1)`` encrypted under the key ``(k0, k1)``.
+
+    Each round ``x0 += x1; x1 = rotl(x1, r) ^ x0`` with the rotation ``r`` of
+    ``_ROTATIONS``; after every fourth round the key schedule
+    ``(k0, k1, k2 = k0 ^ k1 ^ 0x1BD11BDA)`` is injected with the group number ``s``:
+    ``x0 += k_{s mod 3}``, ``x1 += k_{(s+1) mod 3} + s``. Equal to
+    ``jax.extend.random.threefry_2x32`` (tested), which lowers as a rolled loop on CPU.
+    """
+    ks = (k0, k1, k0 ^ k1 ^ np.uint32(_PARITY))
+    x0, x1 = x0 + ks[0], x1 + ks[1]
+    for group in range(5):
+        for r in _ROTATIONS[group % 2]:
+            x0 = x0 + x1
+            x1 = ((x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))) ^ x0
+        x0 = x0 + ks[(group + 1) % 3]
+        x1 = x1 + ks[(group + 2) % 3] + np.uint32(group + 1)
+    return x0, x1
 
 
 def _fast(key: Array, shape: tuple[int, ...]) -> bool:
-    return is_threefry(key) and -(-int(np.prod(shape, dtype=np.int64)) // 2) <= _MAX_BLOCKS
+    return (is_threefry(key) and bool(jax.config.jax_threefry_partitionable)
+            and int(np.prod(shape, dtype=np.int64)) <= _MAX_WORDS)
 
 
 def bits(key: Array, shape: Sequence[int] = ()) -> Array:
-    """``shape`` uniform ``uint32`` words: two per Threefry block for Threefry keys, otherwise
-    ``jax.random.bits(key, shape, uint32)``.
+    """``shape`` uniform ``uint32`` words, equal to ``jax.random.bits(key, shape)``.
+
+    For Threefry keys: word ``i`` (flat index) is ``x0 ^ x1`` of
+    :func:`threefry_2x32` ``(key, (0, i))``, computed in one fused loop.
 
     Args:
       key: one PRNG key (any implementation).
@@ -83,7 +96,11 @@ def bits(key: Array, shape: Sequence[int] = ()) -> Array:
     shape = tuple(int(d) for d in shape)
     if not _fast(key, shape):
         return jax.random.bits(key, shape, jnp.uint32)
-    return _blocks(key, int(np.prod(shape, dtype=np.int64))).reshape(shape)
+    data = jax.random.key_data(key) if jax.dtypes.issubdtype(
+        key.dtype, jax.dtypes.prng_key) else key
+    counter = jax.lax.iota(jnp.uint32, int(np.prod(shape, dtype=np.int64))).reshape(shape)
+    x0, x1 = threefry_2x32(data[0], data[1], jnp.zeros_like(counter), counter)
+    return x0 ^ x1
 
 
 def _unit(words: Array) -> Array:
@@ -95,15 +112,15 @@ def _unit(words: Array) -> Array:
 
 def uniform(key: Array, shape: Sequence[int] = (), dtype: Any = float,
             minval: float = 0.0, maxval: float = 1.0) -> Array:
-    """``U[minval, maxval)`` as ``jax.random.uniform`` computes it (``u (maxval - minval) +
-    minval``, clipped below at ``minval``), from :func:`bits` for float32 and Threefry keys.
+    """``U[minval, maxval)``, equal to ``jax.random.uniform`` (``u (maxval - minval) + minval``,
+    clipped below at ``minval``, ``u`` from the top 23 bits of a word of :func:`bits`).
 
     Args:
       key: one PRNG key.
       shape: output shape.
       dtype: a float dtype (``float``: JAX's default float).
-      minval: lower end (included), a Python or NumPy scalar.
-      maxval: upper end (excluded, up to rounding), a Python or NumPy scalar.
+      minval: lower end (included), a scalar (traced or not).
+      maxval: upper end (excluded, up to rounding), a scalar.
 
     Returns:
       ``dtype`` array of ``shape``.
@@ -112,15 +129,16 @@ def uniform(key: Array, shape: Sequence[int] = (), dtype: Any = float,
     dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
     if dtype != jnp.float32 or not _fast(key, shape):
         return jax.random.uniform(key, shape, dtype, minval, maxval)
-    lo, hi = np.float32(minval), np.float32(maxval)
+    lo, hi = jnp.asarray(minval, dtype), jnp.asarray(maxval, dtype)
     u = _unit(bits(key, shape))
     return jnp.maximum(lo, u * (hi - lo) + lo)
 
 
 def normal(key: Array, shape: Sequence[int] = (), dtype: Any = float) -> Array:
-    """Standard normal draws ``sqrt(2) erfinv(u)``, ``u ~ U(-1, 1)`` (JAX's transform, with
-    ``u`` from :func:`uniform`: the smallest ``u`` is ``nextafter(-1, 0)`` so ``erfinv`` stays
-    finite; the largest draw is ``sqrt(2) erfinv(1 - 2^-22) = 5.17``, ``P(|z| > 5.17) = 2.3e-7``).
+    """Standard normal draws ``sqrt(2) erfinv(u)``, ``u ~ U(-1, 1)``, equal to
+    ``jax.random.normal`` (its transform, with ``u`` from :func:`uniform`: the smallest ``u`` is
+    ``nextafter(-1, 0)`` so ``erfinv`` stays finite; the largest draw is
+    ``sqrt(2) erfinv(1 - 2^-22) = 5.17``, ``P(|z| > 5.17) = 2.4e-7``).
 
     Args:
       key: one PRNG key.
