@@ -16,6 +16,8 @@ from vijax import cavi
 
 PRIOR = cavi.Prior(tau=0.5, alpha=2.0, beta=0.2, nu=(1.0, -1.0), rho=0.1)
 LEARNED = PRIOR._replace(concentration=1.5)
+PRECISIONS = cavi.Prior(alpha=2.0, beta=0.2, nu=(1.0, -1.0), rho=0.1, concentration=1.5,
+                        tau_shape=2.0, tau_rate=4.0)
 MEANS = np.array([[0.0, 0.0], [12.0, 0.0], [0.0, 12.0], [12.0, 12.0]])
 RATES = np.array([4.0, 15.0, 40.0, 90.0])
 K, N, B, WB = 4, 2000, 100, 4
@@ -37,18 +39,22 @@ def _globals(params):
 # ----------------------------------------------------------------- the step against CAVI
 
 
-def test_one_full_batch_step_with_rho_one_is_one_cavi_sweep(events):
+@pytest.mark.parametrize("prior_", [LEARNED, PRECISIONS], ids=["weights", "precisions"])
+def test_one_full_batch_step_with_rho_one_is_one_cavi_sweep(events, prior_):
     """With the whole data set as the batch (scale N/|B| = 1) and rho_1 = (1 + 0)^-kappa = 1,
-    the step's global factors are the CAVI sweep's, to the bit (learned weights: every
-    field of Params is blended)."""
-    obs, prior = cavi.as_observations(events), cavi.as_prior(LEARNED, K)
+    the step's global factors are the CAVI sweep's, to the bit: with learned weights, and
+    with learned per-cluster precisions too (the blend is generic over Params)."""
+    obs, prior = cavi.as_observations(events), cavi.as_prior(prior_, K)
     obs = obs._replace(weights=jnp.ones(N))  # as the next test's batch: one compiled step
-    params0, _ = cavi.init(jax.random.key(1), obs, LEARNED, K)
+    params0, _ = cavi.init(jax.random.key(1), obs, prior_, K)
     swept, _ = cavi.sweep(obs, prior, params0)
     state = cavi.SVIState(_globals(params0), jnp.zeros((), jnp.int32))
     stepped, info = cavi.stochastic_step(state, obs, prior, N, tau0=0.0, kappa=0.7)
     assert float(info.step_size) == 1.0 and int(stepped.step) == 1
-    for field in ("gamma_shape", "gamma_rate", "mean", "precision", "concentration"):
+    for field in cavi.Params._fields[1:]:
+        if getattr(swept, field) is None:
+            assert getattr(stepped.params, field) is None
+            continue
         np.testing.assert_array_equal(getattr(stepped.params, field), getattr(swept, field),
                                       err_msg=field)
     # The sweep moved the factors: the equality is not that of two unchanged states.

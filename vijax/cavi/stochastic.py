@@ -412,13 +412,18 @@ def _as_globals(params: Params, dtype: Any) -> Params:
 
 
 class _Source:
-    """A checked source of events: random access (``read``) or a stream (``chunks``)."""
+    """A checked source of events: random access (``read``) or a stream (``chunks``).
+
+    Sources of :data:`EVENT_DTYPE` records also have ``read_raw``: the records' bytes as
+    ``(n, 3)`` uint32 words (x, y, strength), which go to the device as they are and are
+    decoded and checked there (no pass over the events on the host)."""
 
     def __init__(self, num_events: int | None, read: Callable | None = None,
                  chunks: Callable[[], Iterator] | None = None, once: bool = False,
-                 checked: bool = False) -> None:
+                 checked: bool = False, read_raw: Callable | None = None) -> None:
         self.num_events, self.read, self.chunks = num_events, read, chunks
         self.once, self.checked, self.used = once, checked, False
+        self.read_raw = read_raw
 
 
 def _record_columns(name: str, dtype: np.dtype, shape: tuple[int, ...]) -> str:
@@ -477,7 +482,11 @@ def _open_file(path: Path, name: str) -> _Source:
                               offset=offset + start * row_bytes)
         return _split(records.reshape(-1, 3) if layout == "columns" else records, layout)
 
-    return _Source(n, read=read)
+    def read_raw(start: int, stop: int):
+        return np.fromfile(path, dtype=np.uint32, count=(stop - start) * 3,
+                           offset=offset + start * row_bytes).reshape(-1, 3)
+
+    return _Source(n, read=read, read_raw=read_raw if dtype == EVENT_DTYPE else None)
 
 
 def _array_source(locations: Any, strengths: Any, name: str, check_values: bool) -> _Source:
@@ -508,6 +517,8 @@ def _open_source(source: Any, num_events: Any, name: str = "source") -> _Source:
         layout = _record_columns(name, source.dtype, source.shape)
         loc, s = _split(source, layout)
         src = _array_source(loc, s, name, check_values=not isinstance(source, np.memmap))
+        if source.dtype == EVENT_DTYPE and source.flags.c_contiguous:
+            src.read_raw = lambda start, stop: source[start:stop].view(np.uint32).reshape(-1, 3)
     elif isinstance(source, Observations) or (hasattr(source, "locations")
                                                and hasattr(source, "strengths")):
         if getattr(source, "weights", None) is not None:
@@ -577,40 +588,46 @@ def _check_values(name: str, loc: np.ndarray, s: np.ndarray, start: int) -> None
 
 
 class _Window(NamedTuple):
-    """A window of events laid out for the shuffle: ``(batch_size, window_batches)`` grids."""
+    """A window of ``c`` events laid out for the shuffle: row-major in the first ``n``
+    columns of a ``batch_size x window_batches`` grid (module docstring).
 
-    locations: Any
-    strengths: Any
-    weights: Any
-    num_batches: Any  # n = ceil(c / batch_size) columns in use
+    Attributes:
+        records: ``(batch_size, window_batches, 3)``: x, y, strength in the working dtype, or
+            the uint32 words of :data:`EVENT_DTYPE` records (decoded on the device).
+        count: ``c``.
+        num_batches: ``n = ceil(c / batch_size)``.
+    """
+
+    records: Any
+    count: Any
+    num_batches: Any
 
 
-def _layout(loc: np.ndarray, s: np.ndarray, batch_size: int, window_batches: int,
-            dtype: np.dtype) -> _Window:
-    """The ``c`` events row-major in a ``batch_size x n`` grid, ``n = ceil(c/batch_size)``,
-    inside a ``batch_size x window_batches`` grid of padding (weight 0)."""
-    c = len(s)
-    loc = loc.astype(dtype, copy=False)
-    s = s.astype(dtype, copy=False)
+def _layout(records: np.ndarray, batch_size: int, window_batches: int) -> _Window:
+    """``(c, 3)`` records row-major in a ``batch_size x n`` grid, ``n = ceil(c/batch_size)``,
+    inside a ``batch_size x window_batches`` grid of zeros."""
+    c = len(records)
     if c == batch_size * window_batches:
-        return _Window(loc.reshape(batch_size, window_batches, 2),
-                       s.reshape(batch_size, window_batches),
-                       np.ones((batch_size, window_batches), dtype), np.int32(window_batches))
+        return _Window(records.reshape(batch_size, window_batches, 3), np.int32(c),
+                       np.int32(window_batches))
     n = -(-c // batch_size)
-    grid_loc = np.zeros((batch_size, window_batches, 2), dtype)
-    grid_s = np.zeros((batch_size, window_batches), dtype)
-    grid_w = np.zeros((batch_size, window_batches), dtype)
-    pad = batch_size * n - c
-    grid_loc[:, :n] = np.pad(loc, ((0, pad), (0, 0))).reshape(batch_size, n, 2)
-    grid_s[:, :n] = np.pad(s, (0, pad)).reshape(batch_size, n)
-    grid_w[:, :n] = np.pad(np.ones(c, dtype), (0, pad)).reshape(batch_size, n)
-    return _Window(grid_loc, grid_s, grid_w, np.int32(n))
+    grid = np.zeros((batch_size, window_batches, 3), records.dtype)
+    grid[:, :n] = np.pad(records, ((0, batch_size * n - c), (0, 0))).reshape(batch_size, n, 3)
+    return _Window(grid, np.int32(c), np.int32(n))
+
+
+def _columns(loc: np.ndarray, s: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    records = np.empty((len(s), 3), dtype)
+    records[:, :2] = loc
+    records[:, 2] = s
+    return records
 
 
 def _windows(key: Array, src: _Source, pass_index: int, batch_size: int,
-             window_batches: int) -> Iterator[tuple[Array, _Window, int]]:
-    """The windows of one pass: ``(key of the window, laid-out window, events)``, read and
-    checked on the host."""
+             window_batches: int) -> Iterator[tuple[Array, _Window, tuple[int, int] | None]]:
+    """The windows of one pass: ``(key of the window, laid-out window, span)``, read on the
+    host; ``span`` ``(start, stop)`` where the window's values are still to be checked (on
+    the device: :data:`EVENT_DTYPE` records), None where they were checked here."""
     size = batch_size * window_batches
     dtype = _validate.working_dtype()
     key_order, key_windows = jax.random.split(jax.random.fold_in(key, pass_index))
@@ -619,44 +636,68 @@ def _windows(key: Array, src: _Source, pass_index: int, batch_size: int,
         order = np.asarray(jax.random.permutation(key_order, count)) if count > 1 else [0]
         for w in order:
             start, stop = int(w) * size, min(int(w + 1) * size, src.num_events)
-            loc, s = src.read(start, stop)
-            if not src.checked:
-                _check_values("source", loc, s, start)
-            yield jax.random.fold_in(key_windows, w), _layout(
-                loc, s, batch_size, window_batches, dtype), stop - start
+            span = None
+            if src.read_raw is not None:
+                records = src.read_raw(start, stop)
+                span = None if src.checked else (start, stop)
+            else:
+                loc, s = src.read(start, stop)
+                if not src.checked:
+                    _check_values("source", loc, s, start)
+                records = _columns(loc, s, dtype)
+            yield (jax.random.fold_in(key_windows, w),
+                   _layout(records, batch_size, window_batches), span)
         return
     if src.once and src.used:
         raise ValueError("source is an iterator, which can be read once: pass a callable "
                          "returning an iterator of chunks for more than one pass")
     src.used = True
-    buffer_loc, buffer_s, held, seen, w = [], [], 0, 0, 0
+    buffer, held, seen, w = [], 0, 0, 0
     for i, chunk in enumerate(src.chunks()):
         loc, s = _chunk_arrays(chunk, f"source chunk {i}")
         _check_values(f"source chunk {i}", loc, s, seen)
         seen += len(s)
         if seen > src.num_events:
             raise ValueError(f"source holds more events than num_events={src.num_events}")
-        buffer_loc.append(loc)
-        buffer_s.append(s)
+        buffer.append(_columns(loc, s, dtype))
         held += len(s)
         while held >= size:
-            loc_all, s_all = np.concatenate(buffer_loc), np.concatenate(buffer_s)
-            yield jax.random.fold_in(key_windows, w), _layout(
-                loc_all[:size], s_all[:size], batch_size, window_batches, dtype), size
+            joined = np.concatenate(buffer)
+            yield (jax.random.fold_in(key_windows, w),
+                   _layout(joined[:size], batch_size, window_batches), None)
             w += 1
-            buffer_loc, buffer_s, held = [loc_all[size:]], [s_all[size:]], held - size
+            buffer, held = [joined[size:]], held - size
     if seen != src.num_events:
         raise ValueError(f"source held {seen} events but num_events={src.num_events}")
     if held:
-        loc_all, s_all = np.concatenate(buffer_loc), np.concatenate(buffer_s)
-        yield jax.random.fold_in(key_windows, w), _layout(
-            loc_all, s_all, batch_size, window_batches, dtype), held
+        yield (jax.random.fold_in(key_windows, w),
+               _layout(np.concatenate(buffer), batch_size, window_batches), None)
 
 
-def _shuffle(key: Array, window: _Window) -> Observations:
+def _decode(window: _Window, dtype: Any) -> tuple[Observations, Array]:
+    """The window's events as ``(batch_size, window_batches)`` grids (weights 1 on the
+    ``c`` events, 0 on padding) and whether any event is invalid (non-finite location or
+    negative strength: only :data:`EVENT_DTYPE` words are checked here)."""
+    records = window.records
+    if records.dtype == jnp.uint32:
+        loc = jax.lax.bitcast_convert_type(records[..., :2], jnp.float32).astype(dtype)
+        s = jax.lax.bitcast_convert_type(records[..., 2], jnp.int32).astype(dtype)
+    else:
+        loc, s = records[..., :2].astype(dtype), records[..., 2].astype(dtype)
+    rows, cols = records.shape[:2]
+    row, col = jnp.arange(rows)[:, None], jnp.arange(cols)[None, :]
+    n = window.num_batches
+    real = (col < n) & (row * n + col < window.count)
+    invalid = jnp.any(real & ~(jnp.isfinite(loc).all(axis=-1) & (s >= 0)))
+    return Observations(loc, s, real.astype(dtype)), invalid
+
+
+def _shuffle(key: Array, window: _Window, dtype: Any) -> tuple[Observations, Array]:
     """The minibatches of a window (module docstring): ``(window_batches, batch_size)``
-    leading axes; minibatch ``j`` takes column ``(sigma(j) + s_r) mod n`` of row ``r``."""
-    rows, cols = window.strengths.shape
+    leading axes; minibatch ``j`` takes column ``(sigma(j) + s_r) mod n`` of row ``r``.
+    Also whether the window holds an invalid event (:func:`_decode`)."""
+    grid, invalid = _decode(window, dtype)
+    rows, cols = grid.strengths.shape
     n = window.num_batches
     key_sigma, key_shift = jax.random.split(key)
     column = jnp.arange(cols)
@@ -667,25 +708,27 @@ def _shuffle(key: Array, window: _Window) -> Observations:
     shift = jax.random.randint(key_shift, (rows, 1), 0, n)
     index = jnp.where(in_use[None, :], (sigma[None, :] + shift) % n, column[None, :])
 
-    def take(grid):
-        if grid.ndim == 3:
-            picked = jnp.take_along_axis(grid, index[:, :, None], axis=1)
+    def take(leaf):
+        if leaf.ndim == 3:
+            picked = jnp.take_along_axis(leaf, index[:, :, None], axis=1)
             return jnp.swapaxes(picked, 0, 1)
-        return jnp.take_along_axis(grid, index, axis=1).T
+        return jnp.take_along_axis(leaf, index, axis=1).T
 
-    return Observations(take(window.locations), take(window.strengths), take(window.weights))
+    return Observations(*(take(leaf) for leaf in grid)), invalid
 
 
-_shuffle_jit = jax.jit(_shuffle)
+_shuffle_jit = jax.jit(_shuffle, static_argnames=("dtype",))
 
 
 @jax.jit
 def _run_window(state: SVIState, key: Array, window: _Window, num_steps: Array, prior: Prior,
-                num_events: Array, tau0: Array, kappa: Array) -> tuple[SVIState, SVIInfo]:
+                num_events: Array, tau0: Array, kappa: Array
+                ) -> tuple[SVIState, SVIInfo, Array]:
     """The steps of one window, in a ``lax.scan``; minibatches past ``num_steps`` (empty
-    columns, or a cap on the steps) leave the state as it is and report NaN step sizes."""
-    batches = _shuffle(key, window)
+    columns, or a cap on the steps) leave the state as it is and report NaN step sizes.
+    Also whether the window held an invalid event (then the caller raises)."""
     dtype = state.params.gamma_shape.dtype
+    batches, invalid = _shuffle(key, window, dtype)
 
     def body(state, xs):
         batch, j = xs
@@ -697,7 +740,16 @@ def _run_window(state: SVIState, key: Array, window: _Window, num_steps: Array, 
         return jax.lax.cond(j < num_steps, partial(_step, prior=prior, num_events=num_events,
                                                    tau0=tau0, kappa=kappa), skip, state, batch)
 
-    return jax.lax.scan(body, state, (batches, jnp.arange(window.strengths.shape[1])))
+    state, info = jax.lax.scan(body, state, (batches, jnp.arange(batches.strengths.shape[0])))
+    return state, info, invalid
+
+
+def _raise_invalid(src: _Source, span: tuple[int, int]) -> None:
+    """A window flagged invalid on the device: the host's check names the events."""
+    loc, s = src.read(*span)
+    _check_values("source", loc, s, span[0])
+    raise ValueError(f"source (events {span[0]}..{span[1] - 1}) must hold finite locations "
+                     "and strengths >= 0")
 
 
 def _check_batching(batch_size: Any, window_batches: Any) -> tuple[int, int]:
@@ -739,8 +791,11 @@ def minibatches(key: Array, source: Any, batch_size: int, *, window_batches: int
 
 
 def _minibatches(key, src, batch_size, window_batches, pass_index):
-    for key_w, window, _ in _windows(key, src, pass_index, batch_size, window_batches):
-        batches = jax.device_get(_shuffle_jit(key_w, window))
+    dtype = _validate.working_dtype()
+    for key_w, window, span in _windows(key, src, pass_index, batch_size, window_batches):
+        batches, invalid = jax.device_get(_shuffle_jit(key_w, window, dtype))
+        if span is not None and invalid:
+            _raise_invalid(src, span)
         for j in range(int(window.num_batches)):
             yield Observations(*(leaf[j] for leaf in batches))
 
@@ -826,6 +881,14 @@ def fit_stochastic(key: Array, source: Any, prior: Prior, num_clusters: int, *,
     clock = {"start": time.perf_counter(), "evaluating": 0.0}
     steps = events = 0
     pending_events: list[Any] = []
+    flagged: list[tuple[Array, tuple[int, int] | None]] = []
+
+    def check_previous():
+        """Wait for the window in flight; raise if it held an invalid event."""
+        if flagged:
+            invalid, span = flagged.pop()
+            if span is not None and bool(invalid):
+                _raise_invalid(src, span)
 
     def evaluate(state):
         nonlocal events
@@ -841,23 +904,25 @@ def fit_stochastic(key: Array, source: Any, prior: Prior, num_clusters: int, *,
 
     windows_done = 0
     for p in range(num_passes):
-        for key_w, window, _ in _windows(key_data, src, p, batch_size, window_batches):
+        for key_w, window, span in _windows(key_data, src, p, batch_size, window_batches):
             if num_steps is not None and steps >= num_steps:
                 break
             budget = int(window.num_batches)
             window = jax.device_put(window)
             if state is None:
                 state = _first_state(key_init, key_w, window, prior, n_total, num_clusters,
-                                     src.num_events, batch_size)
+                                     src, span)
             if not rows:
                 evaluate(state)
             if num_steps is not None:
                 budget = min(budget, num_steps - steps)
             if infos:  # at most one window in flight
-                jax.block_until_ready(infos[-1])
-            state, info = _run_window(state, key_w, window, jnp.asarray(budget, jnp.int32),
-                                      prior, n_total, *schedule)
+                check_previous()
+            state, info, invalid = _run_window(state, key_w, window,
+                                               jnp.asarray(budget, jnp.int32), prior, n_total,
+                                               *schedule)
             infos.append(info)
+            flagged.append((invalid, span))
             pending_events.append(info.batch_events)
             steps += budget
             windows_done += 1
@@ -865,6 +930,7 @@ def fit_stochastic(key: Array, source: Any, prior: Prior, num_clusters: int, *,
                 evaluate(state)
         if num_steps is not None and steps >= num_steps:
             break
+    check_previous()
     if not rows or rows[-1][0] != steps:
         evaluate(state)
 
@@ -886,10 +952,13 @@ def _named_observations(name: str, data: Any) -> Observations:
         raise ValueError(f"{name}: {e}") from e
 
 
-def _first_state(key_init, key_w, window, prior, n_total, num_clusters, num_events,
-                 batch_size) -> SVIState:
+def _first_state(key_init, key_w, window, prior, n_total, num_clusters, src,
+                 span) -> SVIState:
     """:func:`stochastic_init` on the first minibatch of the first window."""
-    first = Observations(*(leaf[0] for leaf in _shuffle_jit(key_w, window)))
+    batches, invalid = _shuffle_jit(key_w, window, prior.nu.dtype)
+    if span is not None and bool(invalid):
+        _raise_invalid(src, span)
+    first = Observations(*(leaf[0] for leaf in batches))
     positive = int(np.sum(np.asarray(first.weights) > 0))
     if positive < num_clusters:
         raise ValueError(f"num_clusters must be at most the {positive} events of the first "
