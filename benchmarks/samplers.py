@@ -8,11 +8,15 @@ samples of Exponential(1) and of Categorical([0.1, 0.2, 0.5, 0.2]) (argmax of a 
 sample at temperature 0.1), with a goodness-of-fit statistic on a large sample in each title;
 how far relaxed samples are from one-hot as the temperature grows. Benchmark (``main``):
 samples per second for 10 million draws of the exponential and of the relaxed categorical
-(K = 10) against PyTorch's ``rsample`` (recorded as missing if torch is not importable).
+(K = 10) against PyTorch's ``rsample`` (recorded as missing if torch is not importable) on as
+many threads as JAX uses, and against the same transform on ``jax.random`` noise, all called
+in turn over several rounds (median and min-max of the per-round ratios; load averages
+recorded).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from functools import partial
@@ -138,37 +142,58 @@ def relaxation_vs_temperature(out: Path, log, n: int = 20_000) -> dict:
 # ----------------------------------------------------------------------------- benchmark
 
 
-def _paired_medians(fns: dict, repeat: int) -> dict:
-    """Median seconds of each function, timed in alternation (fair under a varying load)."""
+def _interleaved(fns: dict, repeat: int) -> dict:
+    """Seconds of each function in each of ``repeat`` rounds, the functions called in turn
+    within a round (fair under a varying load), after one warm-up call each (compiles)."""
     times: dict = {name: [] for name in fns}
     for fn in fns.values():
-        block(fn())  # warm-up (compiles)
+        block(fn())
     for _ in range(repeat):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             block(fn())
             times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(t)) for name, t in times.items()}
+    return {name: np.asarray(t) for name, t in times.items()}
+
+
+def _spread(x: np.ndarray) -> dict:
+    return {"median": float(np.median(x)), "min": float(np.min(x)), "max": float(np.max(x))}
+
+
+def jax_threads() -> int:
+    """The cores XLA's CPU client runs on (it uses every core of the process's affinity)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def throughput(n: int, log, repeat: int = 5) -> list[dict]:
-    """Samples/s of vijax (jitted) and torch ``rsample`` for ``n`` draws; ratio vijax/torch.
+    """Samples/s of vijax (jitted), of the same transform on ``jax.random`` noise, and of torch
+    ``rsample`` for ``n`` draws; ratios per round (median, min, max).
 
-    vijax and torch are timed in alternation, ``repeat`` times each; medians are reported.
+    All sides are called in turn, ``repeat`` rounds; torch runs on as many threads as JAX
+    (``torch.set_num_threads``), recorded as ``torch_threads``. ``jax.random`` is the baseline
+    the library replaced: vijax draws the same numbers from a Threefry key (``vijax.random``),
+    with the cipher fused.
     """
     k = 10
     logits = np.linspace(-1.0, 1.0, k).astype(np.float32)
     key = jax.random.key(0)
-    # The key chooses the generator: threefry (JAX's default) or XLA's RngBitGenerator
-    # ("rbg"), much faster on GPUs and TPUs. Both are measured; the default is the headline.
-    rbg = jax.random.key(0, impl="rbg")
+    rbg = jax.random.key(0, impl="rbg")  # XLA's RngBitGenerator: passed through to jax.random
+    tiny = float(np.finfo(np.float32).tiny)
     exp_fn = jax.jit(partial(S.exponential, sample_shape=(n,)))
     rel_fn = jax.jit(partial(S.gumbel_softmax, sample_shape=(n,)))
+    exp_jax = jax.jit(lambda key: -jnp.log1p(-jax.random.uniform(key, (n,))))
+    rel_jax = jax.jit(lambda key: jax.nn.softmax(  # softmax((logits + Gumbel) / T)
+        (logits - jnp.log(-jnp.log(jax.random.uniform(key, (n, k), minval=tiny)))) / 0.5,
+        axis=-1))
+    relaxed = f"relaxed categorical (K={k}, T=0.5)"
     cases = {"exponential": {"vijax": lambda: exp_fn(key, 1.0),
+                             "jax.random": lambda: exp_jax(key),
                              "vijax_rbg": lambda: exp_fn(rbg, 1.0)},
-             f"relaxed categorical (K={k}, T=0.5)": {
-                 "vijax": lambda: rel_fn(key, 0.5, logits=logits),
-                 "vijax_rbg": lambda: rel_fn(rbg, 0.5, logits=logits)}}
+             relaxed: {"vijax": lambda: rel_fn(key, 0.5, logits=logits),
+                       "jax.random": lambda: rel_jax(key),
+                       "vijax_rbg": lambda: rel_fn(rbg, 0.5, logits=logits)}}
+    threads = jax_threads()
+    torch_threads = None
     try:
         import torch
 
@@ -176,32 +201,40 @@ def throughput(n: int, log, repeat: int = 5) -> list[dict]:
         on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
         device = torch.device("cuda" if on_gpu else "cpu")
         sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+        if not on_gpu:
+            torch.set_num_threads(threads)
+            torch_threads = torch.get_num_threads()
         torch.manual_seed(0)
         e = torch.distributions.Exponential(torch.tensor(1.0, device=device))
         r = torch.distributions.RelaxedOneHotCategorical(
             torch.tensor(0.5, device=device), logits=torch.from_numpy(logits).to(device))
         cases["exponential"]["torch"] = lambda: (e.rsample((n,)), sync())[0]
-        cases[f"relaxed categorical (K={k}, T=0.5)"]["torch"] = lambda: (r.rsample((n,)),
-                                                                         sync())[0]
-        where = torch.cuda.get_device_name() if on_gpu else f"{torch.get_num_threads()} threads"
+        cases[relaxed]["torch"] = lambda: (r.rsample((n,)), sync())[0]
+        where = torch.cuda.get_device_name() if on_gpu else f"{torch_threads} threads"
         peer = f"torch {torch.__version__} ({where})"
     except ImportError:
         peer = "torch (missing)"
     rows = []
     for name, fns in cases.items():
-        t = _paired_medians(fns, repeat)
+        t = _interleaved(fns, repeat)
         tt = t.get("torch")
-        rows.append({
-            "sampler": name, "draws": n, "peer": peer,
-            "peer samples/s": n / tt if tt else None,
-            "vijax samples/s": n / t["vijax"],
-            "ratio (vijax/peer)": (tt / t["vijax"]) if tt else None,
-            "target": TARGET_RATIO,
-            "vijax samples/s, rbg key": n / t["vijax_rbg"],
-            "ratio, rbg key": (tt / t["vijax_rbg"]) if tt else None,
-        })
-        log(f"{name}: vijax {n / t['vijax']:.3e}/s, peer "
-            f"{n / tt if tt else float('nan'):.3e}/s")
+        row = {"sampler": name, "draws": n, "peer": peer,
+               "peer samples/s": n / float(np.median(tt)) if tt is not None else None,
+               "vijax samples/s": n / float(np.median(t["vijax"])),
+               "ratio (vijax/peer)": float(np.median(tt / t["vijax"])) if tt is not None else None,
+               "ratio min-max": (f"{np.min(tt / t['vijax']):.3g}-{np.max(tt / t['vijax']):.3g}"
+                                 if tt is not None else None),
+               "target": TARGET_RATIO,
+               "jax.random samples/s": n / float(np.median(t["jax.random"])),
+               "vijax/jax.random": float(np.median(t["jax.random"] / t["vijax"])),
+               "vijax samples/s, rbg key": n / float(np.median(t["vijax_rbg"])),
+               "ratio, rbg key": float(np.median(tt / t["vijax_rbg"])) if tt is not None else None,
+               "seconds": {side: _spread(x) for side, x in t.items()},
+               "repeats": repeat, "jax_threads": threads, "torch_threads": torch_threads}
+        rows.append(row)
+        log(f"{name}: vijax {row['vijax samples/s']:.3e}/s, jax.random "
+            f"{row['jax.random samples/s']:.3e}/s, peer "
+            f"{row['peer samples/s'] or float('nan'):.3e}/s, ratio {row['ratio (vijax/peer)']}")
     return rows
 
 
@@ -238,7 +271,7 @@ as the temperature grows.
 Throughput, 1 million draws (jitted vijax against `torch.distributions` `rsample`, CPU; the
 full benchmark, `python benchmarks/samplers.py`, uses 10 million):
 
-{markdown_table(rows)}
+{markdown_table(rows, [c for c in rows[0] if c != "seconds"])}
 """
     return {"markdown": md, "numbers": {"direct_vs_reparameterised": a,
                                         "relaxation_vs_temperature": b, "throughput": rows}}
@@ -249,9 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(__file__).resolve().parent / "results"
     log = Log(prefix=f"{NAME}: ")
     n = 100_000 if args.quick else 10_000_000
-    rows = throughput(n, log, repeat=3 if args.quick else 5)
-    print_table(rows)
-    path = write_json(out / f"{NAME}.json", {"throughput": rows, "quick": args.quick})
+    load_start = os.getloadavg()
+    rows = throughput(n, log, repeat=3 if args.quick else 7)
+    print_table(rows, [c for c in rows[0] if c != "seconds"])
+    path = write_json(out / f"{NAME}.json", {
+        "throughput": rows, "quick": args.quick, "jax_threads": jax_threads(),
+        "torch_threads": rows[0]["torch_threads"], "load_average_start": load_start,
+        "load_average_end": os.getloadavg()})
     log(f"wrote {path}")
     return 0
 
