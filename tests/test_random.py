@@ -120,6 +120,17 @@ def test_uniform_and_normal_fit_their_distributions():
     assert abs(np.mean(np.abs(z) > 3) - p) < 6 * math.sqrt(p * (1 - p) / n)
 
 
+def test_split_is_jax_split():
+    for key in (jax.random.key(3), jax.random.PRNGKey(3)):
+        got = jax.jit(R.split, static_argnums=1)(key, 5)
+        want = jax.random.split(key, 5)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(jax.random.key_data(got), jax.random.key_data(want))
+    rbg = jax.random.key(3, impl="rbg")
+    np.testing.assert_array_equal(jax.random.key_data(R.split(rbg, 3)),
+                                  jax.random.key_data(jax.random.split(rbg, 3)))
+
+
 def test_same_key_same_words_eagerly_and_under_jit_for_any_shape():
     key = jax.random.key(5)
     np.testing.assert_array_equal(R.bits(key, (3,)), _bits(key, (3,)))

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from vijax import random as _random
 from vijax._checks import check_int, check_key
 
 Array = jax.Array
@@ -81,7 +82,7 @@ def gradient_samples(key: Array, grad_fn: Callable[[Array, Any], Any], params: A
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _samples(grad_fn, n, chunk, key, params):
-    keys = jax.random.split(key, n)
+    keys = _random.split(key, n)  # jax.random.split's keys, the cipher fused
     one = functools.partial(_one, grad_fn, params)
     if chunk is None or chunk >= n:
         return jax.vmap(one)(keys)

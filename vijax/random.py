@@ -20,6 +20,7 @@ statisticians know of JAX's stream holds unchanged.
 - :func:`uniform`: ``U[minval, maxval)`` from the top 23 bits of a word (the mantissa trick
   JAX uses: ``bitcast((w >> 9) | 0x3f800000) - 1`` lies in ``{0, 2^-23, ..., 1 - 2^-23}``).
 - :func:`normal`: ``sqrt(2) erfinv(u)``, ``u ~ U(-1, 1)``, JAX's inverse-CDF transform.
+- :func:`split`: ``jax.random.split`` (child ``i`` is the block ``(0, i)``).
 
 Keys are explicit and the output is a pure function of ``(key, shape, dtype)``. The fused
 path applies to Threefry keys (``jax.random.key(seed)``, the default, and raw ``PRNGKey``
@@ -40,7 +41,7 @@ import numpy as np
 
 Array = jax.Array
 
-__all__ = ["bits", "uniform", "normal", "is_threefry", "threefry_2x32"]
+__all__ = ["bits", "uniform", "normal", "split", "is_threefry", "threefry_2x32"]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))  # Threefry-2x32 (Salmon et al. 2011, Table 4)
 _PARITY = 0x1BD11BDA  # the key schedule's parity constant (Skein)
@@ -176,3 +177,25 @@ def normal(key: Array, shape: Sequence[int] = (), dtype: Any = float) -> Array:
     lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
     u = uniform(key, shape, dtype, lo, 1.0)
     return np.float32(np.sqrt(2.0)) * jax.lax.erf_inv(u)
+
+
+def split(key: Array, num: int = 2) -> Array:
+    """``num`` keys, equal to ``jax.random.split(key, num)``: for Threefry keys child ``i`` is
+    the block :func:`threefry_2x32` ``(key, (0, i))`` (both words), computed fused.
+
+    Args:
+      key: one PRNG key (any implementation; typed or raw).
+      num: number of children, ``>= 0``.
+
+    Returns:
+      ``(num,)`` keys of the same kind as ``key`` (typed, or raw ``(num, 2)`` ``uint32``).
+    """
+    num = int(num)
+    if not _fast(key, (num,)):
+        return jax.random.split(key, num)
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    data = jax.random.key_data(key) if typed else key
+    counter = jax.lax.iota(jnp.uint32, num)
+    x0, x1 = threefry_2x32(data[0], data[1], jnp.zeros_like(counter), counter)
+    children = jnp.stack([x0, x1], axis=-1)
+    return jax.random.wrap_key_data(children, impl="threefry2x32") if typed else children
