@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.special
+from conftest import no_compilation
 from jax.scipy import stats
 from sklearn.metrics import adjusted_rand_score
 
@@ -616,6 +617,8 @@ def _defaults(name, v):
         "fit": {"key": v["key"], "data": raw, "prior": PRIOR, "num_clusters": 2},
         "init": {"key": v["key"], "data": raw, "prior": PRIOR, "num_clusters": 2},
         "predict": {"data": raw, "prior": PRIOR, "params": v["params"]},
+        "predict_labels": {"data": raw, "prior": PRIOR, "params": v["params"]},
+        "event_scores": {"data": raw, "prior": PRIOR, "params": v["params"]},
         "simulate": {"key": v["key"], "prior": PRIOR, "num_clusters": 2, "num_events": 10},
         "sample_events": {"key": v["key"], "means": GOOD_MEANS, "rates": GOOD_RATES,
                           "weights": GOOD_WEIGHTS, "tau": 0.5, "num_events": 10},
@@ -723,11 +726,16 @@ NEEDS_RESPONSIBILITIES = ["elbo", "sweep", "update_rates", "update_locations", "
 TAKE_EVENTS = ["sweep", "assign_with_elbo", "responsibilities", "assignment_logits"]
 
 
+# predict_labels and event_scores check their arguments as predict does
+BAD_SCALARS["predict_labels"] = BAD_SCALARS["event_scores"] = BAD_SCALARS["predict"]
+
+
 def _bad_cases():
     cases = []
-    for name in ("fit", "init", "predict", "as_observations"):
+    for name in ("fit", "init", "predict", "predict_labels", "event_scores", "as_observations"):
         cases += [(name, {"data": d}, arg) for d, arg in BAD_DATA]
-    for name in ("fit", "init", "simulate", "as_prior", "predict"):
+    for name in ("fit", "init", "simulate", "as_prior", "predict", "predict_labels",
+                 "event_scores"):
         cases += [(name, {"prior": PRIOR._replace(**c)}, arg) for c, arg in BAD_PRIOR]
         cases += [(name, {"prior": p}, arg) for p, arg in NOT_A_PRIOR]
     for name, rows in BAD_SCALARS.items():
@@ -889,3 +897,81 @@ def test_fixed_weights_within_float_resolution_are_put_on_the_simplex(pi):
 def test_fixed_weights_off_the_simplex_are_refused_not_rescaled(pi):
     with pytest.raises(ValueError, match=r"prior.pi must sum to 1 within float resolution"):
         cavi.as_prior(cavi.Prior(pi=pi), len(pi))
+
+
+# ------------------------------------------------------ what scikit-learn users expect
+
+
+def test_hard_labels_are_the_most_probable_cluster_of_fit_and_predict(recovered):
+    data, labels, res = recovered
+    np.testing.assert_array_equal(res.labels, np.argmax(res.params.responsibilities, 1))
+    np.testing.assert_array_equal(cavi.predict_labels(data, LEARNED, res.params), res.labels)
+    assert adjusted_rand_score(np.asarray(labels), np.asarray(res.labels)) >= 0.95
+
+
+def test_event_scores_sum_with_the_global_terms_to_the_elbo(recovered):
+    data, _, res = recovered
+    scores = np.asarray(cavi.event_scores(data, LEARNED, res.params), np.float64)
+    prior = cavi.as_prior(LEARNED, 4)
+    total = scores.sum() + float(cavi.global_terms(prior, res.params))
+    np.testing.assert_allclose(total, float(res.elbo), rtol=2e-6)
+    # each score is the event's ELBO term at r_n = q(Z_n), computed by elbo()'s own formula:
+    # one event at a time, the global terms subtracted
+    obs = cavi.as_observations(data)
+    for n in (0, 17, 1999):
+        one = cavi.Observations(obs.locations[n:n + 1], obs.strengths[n:n + 1])
+        params = res.params._replace(responsibilities=res.params.responsibilities[n:n + 1])
+        term = float(cavi.elbo(one, prior, params)) - float(cavi.global_terms(prior, params))
+        np.testing.assert_allclose(scores[n], term, rtol=1e-4, atol=1e-3)
+    # an event far from every cluster, or with an unlikely strength, scores below all others
+    outliers = cavi.event_scores((np.array([[40.0, -30.0], [0.0, 0.0]]), np.array([4, 900])),
+                                 LEARNED, res.params)
+    assert np.all(np.asarray(outliers) < scores.min())
+
+
+def test_a_warm_start_from_init_continues_that_fit_exactly():
+    data, _ = cavi.sample_events(jax.random.key(4), MEANS, RATES, WEIGHTS, 0.5, 300)
+    key = jax.random.key(5)
+    cold = cavi.fit(key, data, LEARNED, 4, max_iter=6, tol=0.0)
+    start, value = cavi.init(key, data, LEARNED, 4)
+    warm = cavi.fit(jax.random.key(99), data, LEARNED, 4, max_iter=6, tol=0.0,
+                    init_params=start)
+    np.testing.assert_allclose(warm.elbo_history, cold.elbo_history, rtol=1e-6)
+    np.testing.assert_allclose(warm.elbo_history[0, 0], value, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(warm.params), jax.tree.leaves(cold.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # six sweeps, then six more from where they stopped, are twelve sweeps
+    longer = cavi.fit(key, data, LEARNED, 4, max_iter=12, tol=0.0)
+    resumed = cavi.fit(key, data, LEARNED, 4, max_iter=6, tol=0.0, init_params=cold.params)
+    np.testing.assert_allclose(resumed.elbo_history[0], longer.elbo_history[0, 6:], rtol=1e-6)
+    np.testing.assert_allclose(resumed.params.mean, longer.params.mean, rtol=1e-5, atol=1e-5)
+
+
+def test_a_key_gives_the_same_initial_seeds_in_float32_and_float64():
+    data, _ = cavi.sample_events(jax.random.key(6), MEANS, RATES, WEIGHTS, 0.5, 200)
+    x32 = np.asarray(data[0])
+    for seed in range(3):
+        m32 = np.asarray(cavi.init(jax.random.key(seed), data, LEARNED, 4)[0].mean)
+        with jax.enable_x64(True):
+            m64 = np.asarray(cavi.init(jax.random.key(seed), (x32.astype(np.float64), data[1]),
+                                       LEARNED, 4)[0].mean)
+        assert m64.dtype == np.float64
+        np.testing.assert_array_equal(m32.astype(np.float64), m64)
+
+
+def _start(k=4, learned=True):
+    return random_params(jax.random.key(0), 1, k, learned, jnp.float32)._replace(
+        responsibilities=None)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"init_params": _start(3)}, "init_params has 3 clusters but num_clusters is 4"),
+    ({"init_params": _start(learned=False)}, "prior and params disagree"),
+    ({"init_params": _start(), "num_restarts": 2}, "init_params .a warm start. needs"),
+    ({"init_params": _start()._replace(precision=-jnp.ones(4))}, "init_params.precision"),
+    ({"init_params": "params"}, "init_params must be a vijax.cavi.Params"),
+])
+def test_a_bad_warm_start_is_refused_before_compiling(kwargs, match):
+    data = (np.zeros((10, 2)), np.arange(10))
+    with no_compilation(), pytest.raises(ValueError, match=match):
+        cavi.fit(jax.random.key(0), data, LEARNED, 4, **kwargs)

@@ -7,7 +7,17 @@ arguments at its top (:mod:`vijax.cavi._validate`) and raises a ``ValueError`` t
 the argument, before anything is compiled.
 """
 
-from vijax.cavi.fit import FitResult, as_observations, as_prior, fit, init, predict, shard_events
+from vijax.cavi.fit import (
+    FitResult,
+    as_observations,
+    as_prior,
+    event_scores,
+    fit,
+    init,
+    predict,
+    predict_labels,
+    shard_events,
+)
 from vijax.cavi.model import (
     EventTerms,
     Observations,
@@ -49,8 +59,9 @@ from vijax.cavi.stochastic import (
 __all__ = [
     "EventTerms", "FitResult", "Observations", "Params", "Prior", "Statistics", "Truth",
     "as_observations", "as_prior", "assign_with_elbo", "assignment_logits", "elbo",
-    "event_terms", "event_weights", "fit",
-    "global_terms", "init", "predict", "responsibilities", "sample_events", "shard_events",
+    "event_scores", "event_terms", "event_weights", "fit",
+    "global_terms", "init", "predict", "predict_labels", "responsibilities", "sample_events",
+    "shard_events",
     "simulate", "statistics", "sweep", "update_assignments", "update_globals",
     "update_locations", "update_precisions", "update_rates", "update_weights",
     # stochastic VI (vijax.cavi.stochastic)

@@ -38,6 +38,7 @@ from vijax.cavi.model import (
     Params,
     Prior,
     _assign_with_elbo,
+    _event_scores,
     _event_terms,
     _responsibilities,
     _update_globals,
@@ -45,8 +46,8 @@ from vijax.cavi.model import (
     sum_blocks,
 )
 
-__all__ = ["FitResult", "as_observations", "as_prior", "fit", "init", "predict",
-           "shard_events"]
+__all__ = ["FitResult", "as_observations", "as_prior", "event_scores", "fit", "init", "predict",
+           "predict_labels", "shard_events"]
 
 Array = jax.Array
 
@@ -72,6 +73,12 @@ class FitResult(NamedTuple):
     num_iters: Array
     converged: Array
     best_restart: Array
+
+    @property
+    def labels(self) -> Array:
+        """``(N,)`` hard cluster labels: each event's most probable cluster under ``q(Z)``
+        (``argmax_k r_nk``, the first on ties)."""
+        return jnp.argmax(self.params.responsibilities, axis=-1)
 
 
 def float_dtype() -> jnp.dtype:
@@ -147,7 +154,13 @@ def _initial_globals(key: Array, data: Observations, prior: Prior, num_clusters:
     """The global factors of :func:`init` (``responsibilities`` left None)."""
     x, s = data.locations, data.strengths
     w = event_weights(data)
-    seeds = jax.random.choice(key, s.shape[0], (num_clusters,), replace=False, p=w / w.sum())
+    # K distinct events, each drawn with probability proportional to its weight (Gumbel top-k,
+    # as jax.random.choice(replace=False, p=w / sum w) does), with the noise and the weights
+    # in float32 whatever the working dtype, so that a key gives the same seeds in float32 and
+    # float64.
+    scores = jnp.where(w > 0, jax.random.gumbel(key, w.shape, jnp.float32)
+                       + jnp.log(w.astype(jnp.float32)), -jnp.inf)
+    seeds = jax.lax.top_k(scores, num_clusters)[1]
     per_cluster = jnp.sum(w) / num_clusters
     ones = jnp.ones((num_clusters,), x.dtype)
     g = (None if prior.concentration is None
@@ -170,8 +183,10 @@ def _initial_globals(key: Array, data: Observations, prior: Prior, num_clusters:
 
 
 def _run(key: Array, data: Observations, prior: Prior, tol: Array, order: Array | None,
-         num_clusters: int, max_iter: int) -> tuple[Params, Array, Array, Array, Array]:
-    """One restart: :func:`init`, then sweeps in a ``lax.while_loop``.
+         start: Params | None, num_clusters: int,
+         max_iter: int) -> tuple[Params, Array, Array, Array, Array]:
+    """One restart: :func:`init` (or the global factors ``start``), then sweeps in a
+    ``lax.while_loop``.
 
     The loop carries only the global factors (``K``-sized): each iteration assigns ``q(Z)``
     from them (with the ELBO of that state), then updates them from the new ``r``. The
@@ -182,7 +197,8 @@ def _run(key: Array, data: Observations, prior: Prior, tol: Array, order: Array 
     :func:`_in_order`.
     """
     events = _event_terms(data, prior)
-    globals0 = _initial_globals(key, _in_order(data, order), prior, num_clusters)
+    globals0 = (_initial_globals(key, _in_order(data, order), prior, num_clusters)
+                if start is None else start)
     dtype = data.locations.dtype
     history = jnp.full((max_iter + 1,), jnp.nan, dtype)
 
@@ -207,9 +223,10 @@ def _run(key: Array, data: Observations, prior: Prior, tol: Array, order: Array 
 
 @partial(jax.jit, static_argnames=("num_clusters", "num_restarts", "max_iter"))
 def _fit(key: Array, data: Observations, prior: Prior, tol: Array, order: Array | None = None,
-         *, num_clusters: int, num_restarts: int, max_iter: int) -> FitResult:
+         start: Params | None = None, *, num_clusters: int, num_restarts: int,
+         max_iter: int) -> FitResult:
     keys = jax.random.split(key, num_restarts) if num_restarts > 1 else key[None]
-    run = partial(_run, data=data, prior=prior, tol=tol, order=order,
+    run = partial(_run, data=data, prior=prior, tol=tol, order=order, start=start,
                   num_clusters=num_clusters, max_iter=max_iter)
     params, values, history, iters, converged = jax.vmap(lambda k: run(k))(keys)
     best = jnp.argmax(jnp.where(jnp.isnan(values), -jnp.inf, values))
@@ -341,7 +358,8 @@ def _local_result(events: _GlobalEvents, result: Any) -> Any:
 
 
 def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: int = 1,
-        max_iter: int = 200, tol: float | None = None) -> FitResult:
+        max_iter: int = 200, tol: float | None = None,
+        init_params: Params | None = None) -> FitResult:
     """Fit the mixture by CAVI from ``num_restarts`` random initialisations; keep the best.
 
     Args:
@@ -359,6 +377,10 @@ def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: in
             None (the default) means ``1e-7`` in float64 and ``8 eps = 9.5e-7`` in float32,
             where the ELBO is resolved to about ``1e-7``; a ``tol`` below ``eps`` of the
             working dtype is warned about.
+        init_params: a warm start: sweeps start from the global factors of these
+            :class:`Params` (e.g. an earlier ``fit(...).params``, on these or other events;
+            their responsibilities are not read) instead of a random initialisation; needs
+            ``num_restarts=1`` and the prior's learned factors. ``key`` is then not used.
 
     Returns:
         :class:`FitResult`. Several processes: the same on every process, except
@@ -375,12 +397,16 @@ def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: in
         raw = _validate.check_observations(data)
         k = _validate.num_clusters(num_clusters, raw)
         _validate.check_prior(prior, k)
-        return (raw, k, _checks.check_int("num_restarts", num_restarts, 1),
-                _checks.check_int("max_iter", max_iter, 1), _validate.tolerance(tol))
+        restarts = _checks.check_int("num_restarts", num_restarts, 1)
+        if init_params is not None:
+            _check_start(init_params, prior, k, restarts)
+        return (raw, k, restarts, _checks.check_int("max_iter", max_iter, 1),
+                _validate.tolerance(tol))
 
     raw, num_clusters, num_restarts, max_iter, tol = _distributed.agree(check)
     obs = _validate.to_observations(raw)
     prior = _validate.to_prior(prior, num_clusters)
+    start = None if init_params is None else _global_factors(init_params, obs.locations.dtype)
     n = obs.strengths.shape[0]
     tol = np.asarray(tol, obs.locations.dtype)
     static = {"num_clusters": num_clusters, "num_restarts": num_restarts, "max_iter": max_iter}
@@ -388,10 +414,11 @@ def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: in
         _distributed.check_same("key, num_clusters, num_restarts, max_iter and tol",
                                 _settings(key, num_clusters, num_restarts, max_iter, tol))
         events = _global_events(obs)
-        key, prior, tol = _replicated_inputs(events.mesh, key, prior, tol)
-        return _local_result(events, _fit(key, events.data, prior, tol, events.order,
+        key, prior, tol, start = _replicated_inputs(events.mesh, key, prior, tol, start)
+        return _local_result(events, _fit(key, events.data, prior, tol, events.order, start,
                                           **static))
-    result = _fit(key, shard_events(_pad_for_sums(obs)), prior, jax.device_put(tol), **static)
+    result = _fit(key, shard_events(_pad_for_sums(obs)), prior, jax.device_put(tol), None,
+                  start, **static)
     r = result.params.responsibilities[:n]
     return result._replace(params=result.params._replace(responsibilities=r))
 
@@ -411,6 +438,37 @@ def predict(data: Any, prior: Prior, params: Params) -> Array:
     Raises:
         ValueError: naming the argument, for bad input, before anything is compiled.
     """
+    obs, prior, globals_ = _new_events(data, prior, params)
+    return _responsibilities(obs, prior, globals_, None)
+
+
+def predict_labels(data: Any, prior: Prior, params: Params) -> Array:
+    """``(M,)`` hard cluster labels of new events: ``argmax_k`` of :func:`predict` (the
+    first on ties); arguments as for :func:`predict`."""
+    return jnp.argmax(predict(data, prior, params), axis=-1)
+
+
+def event_scores(data: Any, prior: Prior, params: Params) -> Array:
+    """``(M,)`` each event's contribution to the ELBO under the global factors of ``params``.
+
+    With ``q(Z_n)`` at its optimum given the globals, event ``n`` adds
+    ``sum_k r_nk (L_nk - log r_nk) = logsumexp_k L_nk`` to the ELBO (``L_nk`` of
+    :func:`vijax.cavi.assignment_logits`, every constant kept), a lower bound on its
+    expected log-likelihood ``E_q[log p(X_n, S_n | mu, lam, pi)]`` marginal over ``Z_n``.
+    Over the events a fit used, ``sum_n score_n + global_terms(prior, params)`` is the ELBO
+    after the last ``q(Z)`` update, so ``fit(...).elbo`` for ``fit``'s params. On new events
+    the scores rank how well the fitted model explains them (outliers score low), as
+    scikit-learn's ``score_samples``; arguments as for :func:`predict`.
+
+    Raises:
+        ValueError: naming the argument, for bad input, before anything is compiled.
+    """
+    return _event_scores(*_new_events(data, prior, params))
+
+
+def _new_events(data: Any, prior: Prior, params: Params) -> tuple[Observations, Prior, Params]:
+    """The checks of :func:`predict` and :func:`event_scores`; their arguments as arrays of
+    the working dtype (the events unweighted, the params' global factors only)."""
     raw = _validate.check_observations(data)
     num_clusters = _validate.params_structure(params, responsibilities=False)
     _validate.check_prior(prior, num_clusters)
@@ -419,7 +477,25 @@ def predict(data: Any, prior: Prior, params: Params) -> Array:
 
     obs = _validate.to_observations(raw)
     prior = _validate.to_prior(prior, num_clusters)
-    dtype = obs.locations.dtype
-    globals_ = Params(None, *(None if leaf is None else _validate._as_array(leaf, dtype)
-                              for leaf in params[1:]))
-    return _responsibilities(obs._replace(weights=None), prior, globals_, None)
+    return (obs._replace(weights=None), prior,
+            _global_factors(params, obs.locations.dtype))
+
+
+def _check_start(params: Any, prior: Prior, num_clusters: int, num_restarts: int) -> None:
+    """``fit``'s ``init_params``: global factors for ``num_clusters`` clusters that go with
+    ``prior``, and one restart."""
+    k = _validate.params_structure(params, responsibilities=False, name="init_params")
+    if k != num_clusters:
+        raise ValueError(f"init_params has {k} clusters but num_clusters is {num_clusters}")
+    _validate.learned_factors_agree(prior, params)
+    _validate.param_values(params, name="init_params")
+    if num_restarts != 1:
+        raise ValueError(f"init_params (a warm start) needs num_restarts=1; got {num_restarts}"
+                         " (every restart would start from the same point)")
+
+
+def _global_factors(params: Params, dtype: Any) -> Params:
+    """The global factors of ``params`` as arrays of ``dtype`` (responsibilities None),
+    converted on the host (nothing compiled)."""
+    return Params(None, *(None if leaf is None else _validate._as_array(leaf, dtype)
+                          for leaf in params[1:]))

@@ -683,6 +683,15 @@ def assign_with_elbo(data: Observations, prior: Prior, params: Params,
 @jax.jit
 def _assign_with_elbo(data: Observations, prior: Prior, params: Params,
                       events: EventTerms | None) -> tuple[Params, Array]:
+    r, scores, global_value = _local_step(data, prior, params, events)
+    value = scores @ event_weights(data) + global_value
+    return params._replace(responsibilities=r), value
+
+
+def _local_step(data: Observations, prior: Prior, params: Params,
+                events: EventTerms | None) -> tuple[Array, Array, Array]:
+    """``r_n = softmax_k C_nk``, each event's score ``logsumexp_k L_nk`` (its ELBO term at
+    that ``r_n``) and :func:`global_terms`, from one pass over the events."""
     if events is None:
         events = _event_terms(data, prior)
     c = _clusters(prior, params, events.scale_exponent)
@@ -690,9 +699,13 @@ def _assign_with_elbo(data: Observations, prior: Prior, params: Params,
     peak = jnp.max(logits, axis=-1, keepdims=True)
     unnormalised = jnp.exp(logits - peak)
     total = jnp.sum(unnormalised, axis=-1, keepdims=True)
-    log_norm = (peak + jnp.log(total))[:, 0] + events.constant
-    value = log_norm @ event_weights(data) + c.global_terms
-    return params._replace(responsibilities=unnormalised / total), value
+    scores = (peak + jnp.log(total))[:, 0] + events.constant
+    return unnormalised / total, scores, c.global_terms
+
+
+@jax.jit
+def _event_scores(data: Observations, prior: Prior, params: Params) -> Array:
+    return _local_step(data, prior, params, None)[1]
 
 
 def sweep(data: Observations, prior: Prior, params: Params,
@@ -714,5 +727,5 @@ def _sweep(data: Observations, prior: Prior, params: Params,
 
 
 # The compiled cores, for tests that check that bad input is refused before compiling.
-COMPILED = (_event_terms, _assignment_logits, _responsibilities, _statistics,
+COMPILED = (_event_terms, _assignment_logits, _responsibilities, _statistics, _event_scores,
             _update_globals, _global_terms, _elbo, _assign_with_elbo, _sweep)
