@@ -195,21 +195,25 @@ def run(num_events: int, *, batch_size: int, window_batches: int, passes: int,
 
 
 def figure(result: dict, path: Path) -> str:
-    h = result["history"]
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    ax.plot(h["seconds"][1:], h["held_out_elbo"][1:], "o-", ms=3,
-            label=f"SVI, {result['events']:.0e} events from disk")
-    ax.axhline(result["cavi_held_out_elbo"], color="C3", ls="--",
-               label=f"batch CAVI on {result['cavi_events']:.0e} events "
-                     f"({result['cavi_fit_s']:.1f} s)")
-    ax.set_xlabel("training seconds (held-out evaluations excluded)")
-    ax.set_ylabel("held-out ELBO per event")
-    lo = min(np.min(h["held_out_elbo"][1:]), result["cavi_held_out_elbo"])
-    hi = max(np.max(h["held_out_elbo"][1:]), result["cavi_held_out_elbo"])
-    ax.set_ylim(lo - 0.05 * (hi - lo + 1e-3), hi + 0.05 * (hi - lo + 1e-3))
-    ax.set_title(f"SVI, K = {K}, minibatches of {result['batch_size']:,}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    """Held-out ELBO per event against training seconds: the whole run (from the start) and
+    a close-up of its end, with batch CAVI's as a line."""
+    h = {k: np.asarray(v, float) for k, v in result["history"].items()}
+    ref = result["cavi_held_out_elbo"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, part in zip(axes, (slice(None), slice(1, None)), strict=True):
+        ax.plot(h["seconds"][part], h["held_out_elbo"][part], "o-", ms=3,
+                label=f"SVI, {result['events']:.0e} events from disk")
+        ax.axhline(ref, color="C3", ls="--", label=f"batch CAVI on {result['cavi_events']:.0e} "
+                   f"events, best of {result['cavi_restarts']} ({result['cavi_fit_s']:.1f} s)")
+        ax.set_xlabel("training seconds (held-out evaluations excluded)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("held-out ELBO per event")
+    axes[0].set_title(f"SVI, K = {K}, minibatches of {result['batch_size']:,}")
+    axes[1].set_title("after the first evaluation (close-up)")
+    tail = np.append(h["held_out_elbo"][1:], ref)
+    pad = 0.1 * (tail.max() - tail.min()) + 1e-6
+    axes[1].set_ylim(tail.min() - pad, tail.max() + pad)
+    axes[0].legend(fontsize=8)
     return savefig(fig, path)
 
 
@@ -224,9 +228,9 @@ def summary_row(r: dict) -> dict:
 
 
 def report(out: Path, log: Log) -> dict:
-    """The section of the main job: a small run (2e6 events, two passes)."""
-    r = run(2_000_000, batch_size=16384, window_batches=16, passes=2, holdout_events=100_000,
-            cavi_events=1_000_000, restarts=8, eval_every=2, log=log)
+    """The section of the main job: a small run (1e6 events, two passes; CAVI on 2.5e5)."""
+    r = run(1_000_000, batch_size=16384, window_batches=16, passes=2, holdout_events=50_000,
+            cavi_events=250_000, restarts=4, eval_every=2, log=log)
     fig = figure(r, out / "cavi_scale.png")
     md = ("## Stochastic VI from disk\n\n"
           f"{r['events']:,} simulated events (K = {K}) written to a `.npy` file and fitted by "

@@ -24,7 +24,8 @@ matplotlib.use("Agg")
 from _harness import Log, environment, markdown_table, write_json  # noqa: E402
 
 # Section modules (benchmark scripts in this folder), in report order.
-SECTIONS = ["cavi", "samplers", "gradient_variance", "vae", "vae_estimators", "discrete_vae"]
+SECTIONS = ["cavi", "cavi_scale", "samplers", "gradient_variance", "vae", "vae_estimators",
+            "discrete_vae"]
 
 
 def main(argv: list[str] | None = None) -> int:
