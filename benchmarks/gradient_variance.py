@@ -453,8 +453,14 @@ def speed_per_sample(s: Settings, log, num_samples: int = 1000, dim: int = 100) 
     want = D.flatten_gradients(jax.tree.map(lambda *x: jnp.stack(x),
                                             *[one(q, k) for k in loop_keys[:10]]))
     max_diff = float(jnp.max(jnp.abs(got[:10] - want)))
-    t = interleaved({"vmap": lambda: D.gradient_samples(key, fn, q, num_samples),
+    # Each side's time per round is an average over a window of similar length (the loop's
+    # s.loop_keys calls, `calls` vmapped calls of ~1 ms), so a moment of load on a shared
+    # machine weighs on both alike.
+    calls = 20
+    t = interleaved({"vmap": lambda: [D.gradient_samples(key, fn, q, num_samples)
+                                      for _ in range(calls)],
                      "loop": lambda: [one(q, k) for k in loop_keys]}, s.repeat)
+    t["vmap"] = t["vmap"] / calls
     scale = num_samples / s.loop_keys
     t_loop = t["loop"] * scale
     row = {"task": f"{num_samples:,} per-sample gradients, D = {dim} (ELBO(1), Reparam)",
@@ -462,7 +468,8 @@ def speed_per_sample(s: Settings, log, num_samples: int = 1000, dim: int = 100) 
            "vijax s": spread(t["vmap"])["median"], "peer s": spread(t_loop)["median"],
            "peer/vijax": ratio(t_loop, t["vmap"])["median"],
            "ratio range": _range(ratio(t_loop, t["vmap"])), "target": f">= {TARGET_PER_SAMPLE:g}",
-           "loop keys timed": s.loop_keys, "max |difference|": max_diff}
+           "loop keys timed": s.loop_keys, "vmapped calls per round": calls,
+           "max |difference|": max_diff, "load average": os.getloadavg()[0]}
     log(f"per-sample: vmap {row['vijax s'] * 1e3:.2f} ms, loop {row['peer s'] * 1e3:.1f} ms "
         f"({s.loop_keys} keys, scaled), ratio {row['peer/vijax']:.1f}x; same gradients to "
         f"{max_diff:.1e}")
