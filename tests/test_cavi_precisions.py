@@ -270,7 +270,7 @@ def test_predict_weighs_distances_by_each_cluster_s_spread(spreads):
 
 
 def test_simulate_draws_per_cluster_precisions_from_the_prior():
-    data, truth = cavi.simulate(jax.random.key(9), SPREAD_PRIOR, 3, 20_000)
+    data, truth = cavi.simulate(jax.random.key(9), SPREAD_PRIOR, 3, 5_000)
     assert truth.precisions.shape == (3,)
     labels = np.asarray(truth.labels)
     x = np.asarray(data.locations, np.float64)
@@ -279,7 +279,7 @@ def test_simulate_draws_per_cluster_precisions_from_the_prior():
         var = x[sel].var(0).mean()  # the variance 1 / tau_k, estimated from 2 N_k values
         assert abs(var * float(truth.precisions[k]) - 1) < 5 * np.sqrt(2 / (2 * sel.sum()))
     fixed, truth = cavi.simulate(jax.random.key(9), SPREAD_PRIOR._replace(
-        tau_shape=None, tau_rate=None), 3, 20_000)
+        tau_shape=None, tau_rate=None), 3, 5_000)
     assert truth.precisions is None
     np.testing.assert_array_equal(fixed.strengths, data.strengths)  # the other draws unchanged
 
