@@ -456,10 +456,17 @@ def speed_per_sample(s: Settings, log, num_samples: int = 1000, dim: int = 100) 
     # Each side's time per round is an average over a window of similar length (the loop's
     # s.loop_keys calls, `calls` vmapped calls of ~1 ms), so a moment of load on a shared
     # machine weighs on both alike.
+    # Each vmapped call is waited for and dropped: keeping 20 outputs of 800 kB would time
+    # fresh pages, not gradients.
     calls = 20
-    t = interleaved({"vmap": lambda: [D.gradient_samples(key, fn, q, num_samples)
-                                      for _ in range(calls)],
-                     "loop": lambda: [one(q, k) for k in loop_keys]}, s.repeat)
+
+    def vmapped():
+        for _ in range(calls):
+            out = block(D.gradient_samples(key, fn, q, num_samples))
+        return out
+
+    t = interleaved({"vmap": vmapped, "loop": lambda: [one(q, k) for k in loop_keys]},
+                    s.repeat)
     t["vmap"] = t["vmap"] / calls
     scale = num_samples / s.loop_keys
     t_loop = t["loop"] * scale
