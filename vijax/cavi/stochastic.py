@@ -67,7 +67,11 @@ source): stratified over the window, re-partitioned each pass, each event in exa
 minibatch per pass, and the ragged end of a source spread evenly over the last ``n``
 minibatches. (A full random permutation sorts the window, which on CPU costs more than the
 step itself.) Every minibatch has ``batch_size`` rows; padding has weight 0 so that one
-compiled step serves all of them.
+compiled step serves all of them. Records of :data:`EVENT_DTYPE` (files, memmaps, arrays) go
+to the device as raw 32-bit words and are decoded there; other layouts are converted on the
+host. Memory: a path is read with ``np.fromfile``, so the resident memory is a few windows
+whatever the file's size; the pages of an ``np.memmap`` that has been read stay resident
+(they count in the RSS until unmapped), so pass the path for files larger than memory.
 
 Every public function checks its arguments at its top (:mod:`vijax._checks`,
 :mod:`vijax.cavi._validate`) and raises a ``ValueError`` naming the argument before anything
