@@ -98,28 +98,58 @@ def scaling(sizes: list[int], log: Log, quick: bool) -> list[dict]:
     return rows
 
 
-def restarts(num_events: int, num_restarts: int, iters: int, log: Log) -> dict:
-    """``num_restarts`` restarts in one vmapped fit against a Python loop of one-restart fits.
-
-    Both run ``iters`` sweeps per restart (``tol=0``), so the work is equal.
+def restarts(num_events: int, num_restarts: int, iters: int, log: Log,
+             single_events: int = 100_000, rounds: int = 5) -> dict:
+    """``num_restarts`` restarts in one vmapped fit against a Python loop of one-restart fits
+    (both ``iters`` sweeps per restart, ``tol=0``, so the work is equal); and the cost per
+    unit of work (event x cluster x restart x sweep) of the vmapped restarts against one fit
+    of ``single_events`` events, each per sweep from the difference of runs of two lengths,
+    the two interleaved over ``rounds`` rounds (median, and the spread of the ratio).
     """
     data, _ = simulated(num_events)
     key = jax.random.key(3)
     keys = jax.random.split(key, num_restarts)
 
-    def vmapped():
-        return cavi.fit(key, data, PRIOR, K, num_restarts=num_restarts, max_iter=iters, tol=0.0)
+    def vmapped(sweeps=iters):
+        return cavi.fit(key, data, PRIOR, K, num_restarts=num_restarts, max_iter=sweeps,
+                        tol=0.0).elbo
 
     def loop():
         return [cavi.fit(k, data, PRIOR, K, max_iter=iters, tol=0.0).elbo for k in keys]
 
     t_vmap, t_loop = timeit(vmapped, repeat=3), timeit(loop, repeat=3)
-    same = np.allclose(np.asarray(vmapped().restart_elbos), np.asarray(loop()), rtol=1e-4)
+    same = np.allclose(np.asarray(cavi.fit(key, data, PRIOR, K, num_restarts=num_restarts,
+                                           max_iter=iters, tol=0.0).restart_elbos),
+                       np.asarray(loop()), rtol=1e-4)
     log(f"{num_restarts} restarts, N={num_events:,}: vmapped {t_vmap * 1e3:.1f} ms, "
         f"loop {t_loop * 1e3:.1f} ms, x{t_loop / t_vmap:.1f}")
+
+    big, _ = simulated(single_events)
+    single = vijax_run(big)
+    short, long_ = iters // 5, iters
+    runs = {"vmapped short": lambda: vmapped(short), "vmapped long": lambda: vmapped(long_),
+            "single short": lambda: single(short), "single long": lambda: single(long_)}
+    times = {name: [] for name in runs}
+    for fn in runs.values():
+        fn()  # compile
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            times[name].append(timeit(fn, repeat=3, warmup=0))
+    t = {name: np.asarray(v) for name, v in times.items()}
+    per_vmap = (t["vmapped long"] - t["vmapped short"]) / (long_ - short) / (
+        num_events * K * num_restarts)
+    per_single = (t["single long"] - t["single short"]) / (long_ - short) / (single_events * K)
+    ratios = per_vmap / per_single
+    log(f"per unit of work: vmapped restarts {np.median(per_vmap) * 1e9:.2f} ns, one fit at "
+        f"N={single_events:,} {np.median(per_single) * 1e9:.2f} ns, ratio "
+        f"{np.median(ratios):.2f} ({ratios.min():.2f}-{ratios.max():.2f})")
     return {"N": num_events, "K": K, "restarts": num_restarts, "iterations": iters,
             "vmapped_s": t_vmap, "loop_s": t_loop, "speedup": t_loop / t_vmap,
-            "same_elbos": bool(same)}
+            "same_elbos": bool(same), "single_fit_N": single_events,
+            "ns_per_unit_vmapped": float(np.median(per_vmap) * 1e9),
+            "ns_per_unit_single": float(np.median(per_single) * 1e9),
+            "per_unit_ratio": float(np.median(ratios)),
+            "per_unit_ratio_range": [float(ratios.min()), float(ratios.max())]}
 
 
 def scaling_figure(rows: list[dict], path: Path) -> str:
@@ -458,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
                                               if r["N"] == 100_000), None),
                "vs_sklearn_at_1e5 >= 15": next((r["vs_sklearn"] for r in rows
                                                 if r["N"] == 100_000), None),
-               "restarts_speedup >= 10": restart["speedup"]}
+               "restarts_speedup >= 10": restart["speedup"],
+               "restarts_per_unit_vs_single_fit <= 1.3": restart["per_unit_ratio"]}
     name = "cavi_quick" if args.quick else "cavi"
     fig = scaling_figure(rows, out / f"{name}_scaling.png")
     path = write_json(out / f"{name}.json", {"scaling": rows, "restarts": restart,
