@@ -53,7 +53,9 @@ def is_threefry(key: Array) -> bool:
     Threefry-2x32 key, the ones :func:`bits` computes in one fused loop."""
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         return str(jax.random.key_impl(key)) == "threefry2x32"
-    return key.dtype == jnp.uint32 and key.shape[-1:] == (2,)
+    # a raw key is read with JAX's default implementation
+    return (key.dtype == jnp.uint32 and key.shape[-1:] == (2,)
+            and jax.config.jax_default_prng_impl == "threefry2x32")
 
 
 def threefry_2x32(k0: Array, k1: Array, x0: Array, x1: Array) -> tuple[Array, Array]:
