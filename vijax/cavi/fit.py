@@ -438,8 +438,7 @@ def predict(data: Any, prior: Prior, params: Params) -> Array:
     Raises:
         ValueError: naming the argument, for bad input, before anything is compiled.
     """
-    obs, prior, globals_ = _new_events(data, prior, params)
-    return _responsibilities(obs, prior, globals_, None)
+    return _responsibilities(*_new_events(data, prior, params), None)
 
 
 def predict_labels(data: Any, prior: Prior, params: Params) -> Array:
@@ -466,9 +465,11 @@ def event_scores(data: Any, prior: Prior, params: Params) -> Array:
     return _event_scores(*_new_events(data, prior, params))
 
 
-def _new_events(data: Any, prior: Prior, params: Params) -> tuple[Observations, Prior, Params]:
-    """The checks of :func:`predict` and :func:`event_scores`; their arguments as arrays of
-    the working dtype (the events unweighted, the params' global factors only)."""
+def _new_events(data: Any, prior: Prior, params: Params,
+                weighted: bool = False) -> tuple[Observations, Prior, Params]:
+    """The checks of the functions of fitted ``params`` and events (:func:`predict`,
+    :func:`event_scores`, ``held_out_elbo``); their arguments as arrays of the working dtype
+    (the events' weights dropped unless ``weighted``, the params' global factors only)."""
     raw = _validate.check_observations(data)
     num_clusters = _validate.params_structure(params, responsibilities=False)
     _validate.check_prior(prior, num_clusters)
@@ -477,7 +478,7 @@ def _new_events(data: Any, prior: Prior, params: Params) -> tuple[Observations, 
 
     obs = _validate.to_observations(raw)
     prior = _validate.to_prior(prior, num_clusters)
-    return (obs._replace(weights=None), prior,
+    return (obs if weighted else obs._replace(weights=None), prior,
             _global_factors(params, obs.locations.dtype))
 
 

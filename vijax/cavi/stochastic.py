@@ -96,9 +96,10 @@ import numpy as np
 from vijax import _checks
 from vijax.cavi import _validate
 from vijax.cavi._types import Observations, Params, Prior
-from vijax.cavi.fit import _initial_globals
+from vijax.cavi.fit import _global_factors, _initial_globals, _new_events
 from vijax.cavi.model import (
     _assign_with_elbo,
+    _event_scores,
     _global_terms,
     _globals_from_statistics,
     _statistics,
@@ -220,11 +221,6 @@ def _check_state(state: Any, name: str = "state") -> int:
     return k
 
 
-def _learned_agree(prior: Prior, params: Params) -> None:
-    agree = getattr(_validate, "learned_factors_agree", _validate.learned_weights_agree)
-    agree(prior, params)
-
-
 # -------------------------------------------------------------------------- the step
 
 
@@ -326,7 +322,7 @@ def stochastic_step(state: SVIState, batch: Any, prior: Prior, num_events: int, 
     k = _check_state(state)
     _validate.data_structure(batch, "batch")
     _validate.prior_structure(prior, k)
-    _learned_agree(prior, state.params)
+    _validate.learned_factors_agree(prior, state.params)
     num_events = _check_num_events(num_events)
     tau0, kappa = _check_tau0(tau0), _check_kappa(kappa)
     dtype = state.params.gamma_shape.dtype
@@ -387,8 +383,8 @@ def stochastic_init(key: Array, batch: Any, prior: Prior, num_clusters: int,
 
 @jax.jit
 def _held_out_elbo(data: Observations, prior: Prior, params: Params) -> Array:
-    _, value = _assign_with_elbo(data, prior, params, None)
-    return (value - _global_terms(prior, params)) / jnp.sum(event_weights(data))
+    w = event_weights(data)
+    return _event_scores(data._replace(weights=None), prior, params) @ w / jnp.sum(w)
 
 
 def held_out_elbo(data: Any, prior: Prior, params: Params) -> Array:
@@ -404,20 +400,7 @@ def held_out_elbo(data: Any, prior: Prior, params: Params) -> Array:
     Raises:
         ValueError: naming the argument, for bad input, before anything is compiled.
     """
-    raw = _validate.check_observations(data)
-    k = _validate.params_structure(params, responsibilities=False)
-    _validate.check_prior(prior, k)
-    _learned_agree(prior, params)
-    _validate.param_values(params)
-    obs = _validate.to_observations(raw)
-    return _held_out_elbo(obs, _validate.to_prior(prior, k), _as_globals(params,
-                                                                         obs.locations.dtype))
-
-
-def _as_globals(params: Params, dtype: Any) -> Params:
-    return Params(*(None if leaf is None or name == "responsibilities"
-                    else _validate._as_array(leaf, dtype)
-                    for name, leaf in zip(Params._fields, params, strict=True)))
+    return _held_out_elbo(*_new_events(data, prior, params, weighted=True))
 
 
 # --------------------------------------------------------------------------- sources
@@ -878,7 +861,7 @@ def fit_stochastic(key: Array, source: Any, prior: Prior, num_clusters: int, *,
         if k != num_clusters:
             raise ValueError(f"init_params must have num_clusters={num_clusters} clusters; got "
                              f"{k}")
-        _learned_agree(prior, init_params)
+        _validate.learned_factors_agree(prior, init_params)
         _validate.param_values(init_params, "init_params")
 
     dtype = _validate.working_dtype()
@@ -887,7 +870,7 @@ def fit_stochastic(key: Array, source: Any, prior: Prior, num_clusters: int, *,
     schedule = (jnp.asarray(tau0, dtype), jnp.asarray(kappa, dtype))
     key_init, key_data = jax.random.split(key)
     state = None if init_params is None else SVIState(
-        _as_globals(init_params, dtype), jnp.zeros((), jnp.int32))
+        _global_factors(init_params, dtype), jnp.zeros((), jnp.int32))
 
     rows: list[tuple[int, int, float, float]] = []
     infos: list[SVIInfo] = []
