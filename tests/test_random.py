@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import no_compilation
 from jax.extend.random import threefry_2x32
 from scipy import stats
 
@@ -156,3 +157,18 @@ def test_other_dtypes_go_through_jax_random():
         np.testing.assert_array_equal(R.uniform(key, (6,), jnp.float64),
                                       jax.random.uniform(key, (6,), jnp.float64))
         assert R.normal(key, (6,), jnp.float64).dtype == jnp.float64
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: R.normal(jax.random.split(jax.random.key(0), 3), (4,)), "single PRNG key"),
+    (lambda: R.bits(jax.random.split(jax.random.PRNGKey(0), 3), (4,)), "single PRNG"),
+    (lambda: R.uniform(np.zeros(2, np.float32), (3,)), "key must be a PRNG key"),
+    (lambda: R.bits(jax.random.key(0), (-1,)), "shape entries must be >= 0"),
+    (lambda: R.normal(jax.random.key(0), (2.7,)), "shape entries must be an integer"),
+    (lambda: R.uniform(jax.random.key(0), 5), "shape must be a sequence"),
+    (lambda: R.split(jax.random.key(0), 2.5), "num must be an integer"),
+    (lambda: R.split(jax.random.key(0), -1), "num must be >= 0"),
+])
+def test_bad_keys_and_shapes_are_refused_before_compiling(call, match):
+    with no_compilation(), pytest.raises(ValueError, match=match):
+        call()

@@ -24,7 +24,7 @@ statisticians know of JAX's stream holds unchanged.
 
 Keys are explicit and the output is a pure function of ``(key, shape, dtype)``. The fused
 path applies to Threefry keys (``jax.random.key(seed)``, the default, and raw ``PRNGKey``
-arrays), float32 / 32-bit words, draws of at most ``2^32`` words and the partitionable stream;
+arrays), float32 / 32-bit words, draws of at most ``2^31`` words and the partitionable stream;
 any other key implementation (``impl="rbg"``, ``"unsafe_rbg"``, user-defined), dtype (float16,
 bfloat16, float64 under x64) or setting goes to the same-named ``jax.random`` function, so
 every key a user passes works, with the same numbers as ``jax.random``.
@@ -39,13 +39,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vijax import _checks
+
 Array = jax.Array
 
 __all__ = ["bits", "uniform", "normal", "split", "is_threefry", "threefry_2x32"]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))  # Threefry-2x32 (Salmon et al. 2011, Table 4)
 _PARITY = 0x1BD11BDA  # the key schedule's parity constant (Skein)
-_MAX_WORDS = 2**32  # counters below 2^32: the high counter word is 0
+_MAX_WORDS = 2**31  # counters below 2^31: the high counter word is 0, int32 offsets exact
 
 
 def is_threefry(key: Array) -> bool:
@@ -79,6 +81,17 @@ def threefry_2x32(k0: Array, k1: Array, x0: Array, x1: Array) -> tuple[Array, Ar
     return x0, x1
 
 
+def _checked(key: Any, shape: Any, name: str = "shape") -> tuple[int, ...]:
+    """The checks of every function here: one PRNG key (a batch of keys is refused, as
+    ``jax.random`` refuses it) and a shape of non-negative Python or NumPy ints."""
+    _checks.check_key("key", key)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of integers; got {shape!r:.80}") from None
+    return tuple(_checks.check_int(f"{name} entries", d, 0) for d in dims)
+
+
 def _fast(key: Array, shape: tuple[int, ...]) -> bool:
     return (is_threefry(key) and bool(jax.config.jax_threefry_partitionable)
             and int(np.prod(shape, dtype=np.int64)) <= _MAX_WORDS)
@@ -98,7 +111,7 @@ def bits(key: Array, shape: Sequence[int] = ()) -> Array:
     Returns:
       ``uint32`` array of ``shape``.
     """
-    shape = tuple(int(d) for d in shape)
+    shape = _checked(key, shape)
     if not _fast(key, shape):
         return jax.random.bits(key, shape, jnp.uint32)
     data = jax.random.key_data(key) if jax.dtypes.issubdtype(
@@ -149,7 +162,7 @@ def uniform(key: Array, shape: Sequence[int] = (), dtype: Any = float,
     Returns:
       ``dtype`` array of ``shape``.
     """
-    shape = tuple(int(d) for d in shape)
+    shape = _checked(key, shape)
     dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
     if dtype != jnp.float32 or not _fast(key, shape):
         return jax.random.uniform(key, shape, dtype, minval, maxval)
@@ -172,7 +185,7 @@ def normal(key: Array, shape: Sequence[int] = (), dtype: Any = float) -> Array:
     Returns:
       ``dtype`` array of ``shape``.
     """
-    shape = tuple(int(d) for d in shape)
+    shape = _checked(key, shape)
     dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
     if dtype != jnp.float32 or not _fast(key, shape):
         return jax.random.normal(key, shape, dtype)
@@ -192,7 +205,8 @@ def split(key: Array, num: int = 2) -> Array:
     Returns:
       ``(num,)`` keys of the same kind as ``key`` (typed, or raw ``(num, 2)`` ``uint32``).
     """
-    num = int(num)
+    _checked(key, ())
+    num = _checks.check_int("num", num, 0)
     if not _fast(key, (num,)):
         return jax.random.split(key, num)
     typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
