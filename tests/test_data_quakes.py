@@ -97,3 +97,14 @@ def test_bad_arguments_raise_naming_the_argument(usgs, kwargs, message):
     with pytest.raises(ValueError, match=message):
         load_catalogue(**kwargs)
 
+
+
+def test_line_numbers_count_blank_lines_and_quoted_fields_spanning_lines(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('latitude,longitude,nst,place\n1,2,3,"a"\n\n4,5,6,"two\nlines"\n'
+                    '7,8,9,c\n7,8,x,d\n')
+    with pytest.raises(ValueError, match=r"'nst', line 7: expected a non-negative integer"):
+        load_catalogue(path)
+    good = tmp_path / "good.csv"
+    good.write_text('latitude,longitude,nst,place\n1,2,3,"a"\n\n4,5,6,"two\nlines"\n7,8,9,c\n')
+    np.testing.assert_array_equal(load_catalogue(good).rows, [2, 4, 6])

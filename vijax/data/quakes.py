@@ -50,9 +50,9 @@ def load_quakes() -> Quakes:
         :class:`Quakes` with ``locations`` ``(1000, 2)`` and ``strengths`` ``(1000,)``.
     """
     text = resources.files("vijax.data").joinpath("quakes.csv").read_text()
-    columns = _read_columns(io.StringIO(text), COLUMNS, "the embedded quakes.csv")
-    values = {c: _floats(c, columns[c], "quakes.csv") for c in COLUMNS}
-    values["stations"] = _integers("stations", columns["stations"], "quakes.csv")
+    columns, lines = _read_columns(io.StringIO(text), COLUMNS, "the embedded quakes.csv")
+    values = {c: _floats(c, columns[c], "quakes.csv", lines) for c in COLUMNS}
+    values["stations"] = _integers("stations", columns["stations"], "quakes.csv", lines)
     return Quakes(**values)
 
 
@@ -104,9 +104,8 @@ def load_catalogue(path: Any, locations: Sequence[str] = ("latitude", "longitude
     if not path.is_file():
         raise ValueError(f"path {str(path)!r} is not a file")
     with open(path, newline="", encoding="utf-8-sig") as f:
-        columns = _read_columns(f, names, f"path {str(path)!r}")
+        columns, lines = _read_columns(f, names, f"path {str(path)!r}")
     where = f"path {str(path)!r}"
-    lines = np.arange(2, 2 + len(columns[strength]))
     if missing == "drop":
         keep = [i for i in range(len(lines)) if all(columns[c][i].strip() for c in names)]
         columns = {c: [columns[c][i] for i in keep] for c in names}
@@ -130,8 +129,11 @@ def _column_names(locations: Any, strength: Any) -> tuple[str, str, str]:
     return names
 
 
-def _read_columns(lines: Iterable[str], names: Sequence[str], where: str) -> dict[str, list]:
-    """The raw text of the columns ``names`` of a CSV with a header, in one pass."""
+def _read_columns(lines: Iterable[str], names: Sequence[str],
+                  where: str) -> tuple[dict[str, list], np.ndarray]:
+    """The raw text of the columns ``names`` of a CSV with a header, in one pass, and the
+    line of the file each record starts on (blank lines skipped, quoted fields may span
+    lines)."""
     reader = csv.reader(lines)
     try:
         header = [h.strip() for h in next(reader)]
@@ -146,24 +148,28 @@ def _read_columns(lines: Iterable[str], names: Sequence[str], where: str) -> dic
                          f"are {header}")
     index = [header.index(c) for c in names]
     columns: dict[str, list] = {c: [] for c in names}
+    starts = []
     try:
-        for line, row in enumerate(reader, start=2):
+        line = reader.line_num + 1  # where the next record starts
+        for row in reader:
             if not row:
+                line = reader.line_num + 1
                 continue
             if len(row) < len(header):
                 raise ValueError(f"{where}, line {line}: {len(row)} fields where the header "
                                  f"has {len(header)}")
             for c, i in zip(names, index, strict=True):
                 columns[c].append(row[i])
+            starts.append(line)
+            line = reader.line_num + 1
     except csv.Error as e:
         raise ValueError(f"{where} is not a readable CSV file: {e}") from None
     if not columns[names[0]]:
         raise ValueError(f"{where} has a header but no events")
-    return columns
+    return columns, np.asarray(starts, np.int64)
 
 
-def _floats(column: str, text: list[str], where: str,
-            lines: np.ndarray | None = None) -> np.ndarray:
+def _floats(column: str, text: list[str], where: str, lines: np.ndarray) -> np.ndarray:
     values = np.empty(len(text))
     for i, t in enumerate(text):
         try:
@@ -171,14 +177,13 @@ def _floats(column: str, text: list[str], where: str,
         except ValueError:
             values[i] = np.nan
         if not math.isfinite(values[i]):
-            line = i + 2 if lines is None else int(lines[i])
+            line = int(lines[i])
             raise ValueError(f"{where}, column {column!r}, line {line}: expected a finite "
                              f"number; got {t!r:.40}")
     return values
 
 
-def _integers(column: str, text: list[str], where: str,
-              lines: np.ndarray | None = None) -> np.ndarray:
+def _integers(column: str, text: list[str], where: str, lines: np.ndarray) -> np.ndarray:
     values = np.empty(len(text), np.int64)
     for i, t in enumerate(text):
         try:
@@ -187,7 +192,7 @@ def _integers(column: str, text: list[str], where: str,
         except ValueError:
             ok = False
         if not ok:
-            line = i + 2 if lines is None else int(lines[i])
+            line = int(lines[i])
             raise ValueError(f"{where}, column {column!r}, line {line}: expected a "
                              f"non-negative integer; got {t!r:.40}")
         values[i] = int(x)
