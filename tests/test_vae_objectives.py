@@ -90,3 +90,18 @@ def test_chunked_iwae_bound_equals_the_bound_computed_at_once(params, batch):
     expected = at_once(params)
     bound = jax.jit(iwae_bound, static_argnums=(1, 4, 5))(key, MODEL, params, batch, k, chunk)
     np.testing.assert_allclose(bound, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_, jnp.uint8])
+def test_integer_and_boolean_pixels_give_the_float_pixels_value_and_gradient(dtype):
+    logits = jnp.linspace(-4.0, 4.0, 12).reshape(2, 6)
+    x = (jnp.arange(12).reshape(2, 6) % 3 == 0)
+    as_float = x.astype(jnp.float32)
+
+    def total(l, pixels):
+        return jnp.sum(bernoulli_log_likelihood(l, pixels))
+
+    np.testing.assert_allclose(total(logits, x.astype(dtype)), total(logits, as_float),
+                               rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(total)(logits, x.astype(dtype)),
+                               jax.grad(total)(logits, as_float), rtol=1e-6)

@@ -34,6 +34,7 @@ from vijax.families.discrete import (
     Categorical,
     RelaxedBernoulli,
     RelaxedCategorical,
+    bernoulli_log_density,
 )
 from vijax.families.gaussian import (
     FullRankGaussian,
@@ -43,4 +44,5 @@ from vijax.families.gaussian import (
 )
 
 __all__ = ["GaussianParams", "MeanFieldGaussian", "FullRankParams", "FullRankGaussian",
-           "Bernoulli", "Categorical", "RelaxedBernoulli", "RelaxedCategorical"]
+           "Bernoulli", "Categorical", "RelaxedBernoulli", "RelaxedCategorical",
+           "bernoulli_log_density"]

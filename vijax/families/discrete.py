@@ -51,7 +51,8 @@ from vijax.samplers import _sample_shape, gumbel_softmax_log_prob
 
 Array = jax.Array
 
-__all__ = ["Bernoulli", "Categorical", "RelaxedBernoulli", "RelaxedCategorical"]
+__all__ = ["Bernoulli", "Categorical", "RelaxedBernoulli", "RelaxedCategorical",
+           "bernoulli_log_density"]
 
 
 def _tiny(dtype: Any) -> float:
@@ -61,6 +62,51 @@ def _tiny(dtype: Any) -> float:
 def _uniform(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
     """``U(0, 1)`` strictly inside the interval (logit and log stay finite)."""
     return _random.uniform(key, shape, dtype, minval=_tiny(dtype), maxval=1.0)
+
+
+def bernoulli_log_density(logits: Array, x: Array) -> Array:
+    """Elementwise ``x l - softplus(l)``: ``log Bernoulli(x | sigmoid(l))`` at ``x`` in
+    ``{0, 1}``, and its continuous extension on ``[0, 1]`` (the Bernoulli decoder of a VAE).
+
+    ``softplus(l) = max(l, 0) + log1p(exp(-|l|))``: one ``exp`` and one ``log1p`` per entry,
+    exact for every finite ``l`` (``exp(-|l|) <= 1``), fused by XLA with a following sum (and
+    into the product that makes the logits). ``jax.nn.softplus``, ``logaddexp(l, 0)`` with its
+    infinity and NaN handling, measured 4-10x slower on CPU for ``(2500, 784)`` logits, the
+    IWAE evaluation's largest elementwise cost. The derivative is set by hand
+    (``custom_jvp``): ``d/dl = x - sigmoid(l)``, ``d/dx = l``, with ``sigmoid(l) = 1 / (1 + e)``
+    for ``l >= 0`` and ``e / (1 + e)`` otherwise, ``e = exp(-|l|)`` reused from the forward
+    pass; equal, up to rounding, to autodiff of ``x l - softplus(l)``.
+
+    Args:
+        logits: ``l``, any shape.
+        x: values broadcasting against ``logits`` (integer or boolean ``x`` is cast to the
+            logits' float dtype first).
+
+    Returns:
+        the elementwise log-densities, of the broadcast shape.
+    """
+    dtype = jnp.result_type(logits, x, float)
+    return _bernoulli_log_density(jnp.asarray(logits, dtype), jnp.asarray(x, dtype))
+
+
+@jax.custom_jvp
+def _bernoulli_log_density(logits: Array, x: Array) -> Array:
+    return _bernoulli_terms(logits, x)[0]
+
+
+def _bernoulli_terms(logits: Array, x: Array) -> tuple[Array, Array]:
+    """``x l - softplus(l)`` and ``e = exp(-|l|)`` (for the derivative)."""
+    e = jnp.exp(-jnp.abs(logits))
+    return x * logits - jnp.maximum(logits, 0) - jnp.log1p(e), e
+
+
+@_bernoulli_log_density.defjvp
+def _bernoulli_log_density_jvp(primals, tangents):
+    logits, x = primals
+    d_logits, d_x = tangents
+    value, e = _bernoulli_terms(logits, x)
+    sigmoid = jnp.where(logits >= 0, 1, e) / (1 + e)
+    return value, (x - sigmoid) * d_logits + logits * d_x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,8 +181,8 @@ class Bernoulli(_Discrete):
 
     def log_prob(self, params: Array, z: Array) -> Array:
         """``sum b l - softplus(l)`` over the event axes (also the continuous extension at
-        relaxed ``b`` in ``[0, 1]``, as REBAR evaluates it)."""
-        return _sum_event(z * params - jax.nn.softplus(params), self.event_ndim)
+        relaxed ``b`` in ``[0, 1]``, as REBAR evaluates it), by :func:`bernoulli_log_density`."""
+        return _sum_event(bernoulli_log_density(params, z), self.event_ndim)
 
     def entropy(self, params: Array) -> Array:
         """``H = sum softplus(l) - sigmoid(l) l``."""
