@@ -64,14 +64,15 @@ the ``n`` minibatches and ``s_r`` an independent uniform shift per row, both dra
 window's key (``fold_in(key, index of the window in the source)`` of the pass's key). So
 every minibatch holds one event from each row (``window_batches`` consecutive events of the
 source): stratified over the window, re-partitioned each pass, each event in exactly one
-minibatch per pass, and the ragged end of a source spread evenly over the last ``n``
-minibatches. (A full random permutation sorts the window, which on CPU costs more than the
-step itself.) Every minibatch has ``batch_size`` rows; padding has weight 0 so that one
-compiled step serves all of them. Records of :data:`EVENT_DTYPE` (files, memmaps, arrays) go
-to the device as raw 32-bit words and are decoded there; other layouts are converted on the
-host. Memory: a path is read with ``np.fromfile``, so the resident memory is a few windows
-whatever the file's size; the pages of an ``np.memmap`` that has been read stay resident
-(they count in the RSS until unmapped), so pass the path for files larger than memory.
+minibatch per pass, and the ragged last window of a source (wherever the pass takes it)
+spread evenly over its ``n`` minibatches. (A full random permutation sorts the window,
+which on CPU costs more than the step itself.) Every minibatch has ``batch_size`` rows;
+padding has weight 0 so that one compiled step serves all of them. Records of
+:data:`EVENT_DTYPE` (files, memmaps, arrays) go to the device as raw 32-bit words and are
+decoded there; other layouts are converted on the host. Memory: a path is read with
+``np.fromfile``, so the resident memory is a few windows whatever the file's size; the pages
+of an ``np.memmap`` that has been read stay resident (they count in the RSS until
+unmapped), so pass the path for files larger than memory.
 
 Every public function checks its arguments at its top (:mod:`vijax._checks`,
 :mod:`vijax.cavi._validate`) and raises a ``ValueError`` naming the argument before anything
@@ -168,7 +169,9 @@ class SVIResult(NamedTuple):
     Attributes:
         params: the final global factors (``responsibilities`` None; :func:`vijax.cavi.predict`
             gives ``q(Z)`` of any events).
-        state: the final :class:`SVIState` (to continue a run).
+        state: the final :class:`SVIState`, for further :func:`stochastic_step` calls by
+            hand (``fit_stochastic(init_params=result.params)`` starts a new run: the step
+            count and so the step size start again).
         history: :class:`SVIHistory`.
         step_sizes, batch_events: ``(T,)`` the step size and the minibatch's events of every
             step. (The minibatch ELBO estimate of :class:`SVIInfo` is left out of the fit:
@@ -656,12 +659,16 @@ def _windows(key: Array, src: _Source, pass_index: int, batch_size: int,
             raise ValueError(f"source holds more events than num_events={src.num_events}")
         buffer.append(_columns(loc, s, dtype))
         held += len(s)
-        while held >= size:
-            joined = np.concatenate(buffer)
+        if held < size:
+            continue
+        # join once per chunk, then cut windows at an offset (no copy of the rest per window)
+        joined, offset = np.concatenate(buffer), 0
+        while held - offset >= size:
             yield (jax.random.fold_in(key_windows, w),
-                   _layout(joined[:size], batch_size, window_batches), None)
+                   _layout(joined[offset:offset + size], batch_size, window_batches), None)
             w += 1
-            buffer, held = [joined[size:]], held - size
+            offset += size
+        buffer, held = [joined[offset:]], held - offset
     if seen != src.num_events:
         raise ValueError(f"source held {seen} events but num_events={src.num_events}")
     if held:
