@@ -239,14 +239,6 @@ def _weights(prior: Prior, params: Params) -> tuple[Array, Array | None, Array |
     return log_pi, None, None
 
 
-def expected_precisions(prior: Prior, params: Params) -> Array:
-    """``(K,)`` ``E[tau_k]``: ``tau`` when fixed, ``c_k / d_k`` when learned."""
-    k = _validate.params_structure(params, responsibilities=False)
-    _validate.prior_structure(prior, k)
-    _validate.learned_factors_agree(prior, params)
-    return jnp.broadcast_to(_expected_tau(prior, params), (k,))
-
-
 def _expected_tau(prior: Prior, params: Params) -> Array:
     """``E[tau_k]`` ``(K,)`` when learned; the fixed ``tau`` (a scalar) otherwise."""
     if params.tau_shape is None:
@@ -489,23 +481,11 @@ def rates_from_statistics(prior: Prior, stats: Statistics) -> tuple[Array, Array
     return prior.alpha + stats.strength_sums, prior.beta + stats.counts
 
 
-def locations_from_statistics(prior: Prior, stats: Statistics,
-                              tau: Array | None = None) -> tuple[Array, Array]:
-    """``s_k = rho + tau sum_n r_nk``, ``m_k = (rho nu + tau sum_n r_nk X_n) / s_k``; ``tau``
-    is ``E[tau_k]`` ``(K,)`` with learned precisions, ``prior.tau`` when None."""
-    dtype = stats.location_sums.dtype
-    nu = jnp.asarray(prior.nu, dtype)
-    tau = prior.tau if tau is None else tau
-    precision = prior.rho + tau * stats.counts
-    mean = (prior.rho * nu[None, :] + jnp.reshape(tau, (-1, 1)) * stats.location_sums
-            ) / precision[:, None]
-    return mean, precision
-
-
 def _locations_around_nu(prior: Prior, stats: Statistics, tau: Array) -> tuple[Array, Array]:
-    """:func:`locations_from_statistics` from location sums taken around ``nu``
-    (``sum_n r_nk (X_n - nu)``): ``m_k = nu + tau sum_n r_nk (X_n - nu) / s_k``, the same
-    number, but accurate where the locations are far from the origin and near ``nu``.
+    """The ``q(mu)`` update ``s_k = rho + tau N_k``, ``m_k = (rho nu + tau sum_n r_nk X_n) / s_k``
+    from location sums taken around ``nu`` (``sum_n r_nk (X_n - nu)``):
+    ``m_k = nu + tau sum_n r_nk (X_n - nu) / s_k``, the same number, but accurate where the
+    locations are far from the origin and near ``nu``.
     ``tau``: :func:`_expected_tau` (a scalar when fixed, ``(K,)`` when learned)."""
     dtype = stats.location_sums.dtype
     nu = jnp.asarray(prior.nu, dtype)

@@ -100,8 +100,8 @@ def simulate(key: Array, prior: Prior, num_clusters: int,
     else:
         weights = jnp.full((num_clusters,), 1.0 / num_clusters, dtype)
     precisions = None
-    if prior.tau_shape is not None:  # (a key of its own, leaving the other draws unchanged)
-        precisions = jax.random.gamma(jax.random.fold_in(key_mu, 1), prior.tau_shape,
+    if prior.tau_shape is not None:  # fold_in(key, 4): a fifth child, the others unchanged
+        precisions = jax.random.gamma(jax.random.fold_in(key, 4), prior.tau_shape,
                                       (num_clusters,), dtype) / prior.tau_rate
         precisions = jnp.maximum(precisions, jnp.finfo(dtype).tiny)
     tau = prior.tau if precisions is None else precisions
