@@ -81,7 +81,7 @@ _gumbel = jax.jit(S.gumbel, static_argnames="sample_shape")
 
 @pytest.mark.parametrize("impl", ["threefry2x32", "rbg", "unsafe_rbg", "raw"])
 def test_samplers_fit_and_repeat_with_keys_of_any_implementation(impl):
-    """The noise comes from vijax.random (two words per Threefry block) for Threefry keys and
+    """The noise comes from vijax.random (jax.random's words, fused) for Threefry keys and
     from jax.random for the others: every key fits the distribution and repeats its draws."""
     key = jax.random.PRNGKey(3) if impl == "raw" else jax.random.key(3, impl=impl)
     n = 20_000
