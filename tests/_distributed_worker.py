@@ -38,6 +38,45 @@ def cavi_parts(processes: int) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+class Unreadable:
+    """Events whose ``locations`` raise something other than a ``ValueError``."""
+
+    strengths = np.ones(3)
+
+    @property
+    def locations(self):
+        raise RuntimeError("the events cannot be read")
+
+
+def caught(call) -> np.str_:
+    """``"Type: message"`` of what ``call()`` raises (it must raise)."""
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001 -- any exception is recorded, none may hang
+        return np.str_(f"{type(e).__name__}: {e}")
+    return np.str_("no error")
+
+
+def bad_cavi_calls(results: dict, mine: tuple, prior, params, process_id: int) -> None:
+    """Calls that must fail on every process, before anything compiles."""
+    from vijax import cavi
+
+    def fit(data=mine, prior=prior, key=3, k=3, **kwargs):
+        return cavi.fit(jax.random.key(key), data, prior, k, max_iter=2, **kwargs)
+
+    other = prior._replace(alpha=2.0 + process_id)
+    nan = (np.where(np.arange(len(mine[1]))[:, None] == 5, np.nan, mine[0]), mine[1])
+    moved = params._replace(mean=params.mean + process_id)
+    results.update(
+        bad_key=caught(lambda: fit(key=3 + process_id)),
+        bad_prior=caught(lambda: fit(prior=other)),
+        bad_start=caught(lambda: fit(init_params=moved)),
+        bad_k=caught(lambda: fit(k=EVENTS + 1)),
+        # only process 1's arguments are bad: every process must raise, none may wait
+        bad_nan=caught(lambda: fit(data=nan if process_id == 1 else mine)),
+        bad_unreadable=caught(lambda: fit(data=Unreadable() if process_id == 1 else mine)))
+
+
 def main(out: str, port: int | None, processes: int, process_id: int) -> None:
     if port is not None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -67,10 +106,19 @@ def main(out: str, port: int | None, processes: int, process_id: int) -> None:
                        precision=res.params.precision, weights=res.params.concentration,
                        r=res.params.responsibilities)
         if port is not None:
-            try:  # a key that differs between processes
-                cavi.fit(jax.random.key(3 + process_id), mine, prior, 3, max_iter=2)
+            bad_cavi_calls(results, mine, prior, res.params, process_id)
+        if port is not None and processes == 2:
+            # Process 1 has 2 events of positive weight, fewer than K = 3: the 182 of both
+            # processes are enough (the shapes of init's first call: no new compile).
+            weights = np.ones(len(mine[1]))
+            weights[2 if process_id == 1 else len(weights):] = 0.0
+            try:
+                params, _ = cavi.init(jax.random.key(2), cavi.Observations(*mine, weights),
+                                      prior, 3)
+                results.update(weighted_init_mean=params.mean,
+                               positive_locations=mine[0][weights > 0])
             except ValueError as e:
-                results["bad_key"] = np.str_(str(e))
+                results["weighted_init_error"] = np.str_(str(e))
 
     images = np.random.default_rng(0).uniform(size=(IMAGES, 784)).astype(np.float32)
     if port is not None:
@@ -87,6 +135,17 @@ def main(out: str, port: int | None, processes: int, process_id: int) -> None:
                 epochs=1, batch_size=jax.device_count() + 1, progress=False)
         except ValueError as e:
             results["bad_batch"] = np.str_(str(e))
+        results["bad_optimizer"] = caught(lambda: fit(  # a learning rate per process
+            jax.random.PRNGKey(4), images, optimizer=optax.adam(1e-2 * (1 + process_id)),
+            config=config, epochs=1, batch_size=BATCH, progress=False))
+        from vijax import _distributed
+        from vijax.vae import make_mesh
+
+        reverse = jax.devices()[::-1]
+        results["mesh_processes"] = np.array([d.process_index for d in
+                                              make_mesh(reverse).devices.flat])
+        results["global_mesh_processes"] = np.array(
+            [d.process_index for d in _distributed.global_mesh("x").devices.flat])
 
     np.savez(out, **{k: np.asarray(v) for k, v in results.items()})
 

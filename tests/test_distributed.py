@@ -10,7 +10,10 @@ parameters, and they equal the single-process run on the concatenation, within f
 rounding (CAVI in float64; the VAE's gradient sums taken in another order); the CAVI seeds
 are the same (the ELBO after initialisation of each restart, and ``init``'s centres, which
 are events, exactly); each process's responsibilities are its events' rows; bad use fails
-on every process with a message.
+on every process with a message, also when only one process's arguments are bad (none waits
+for another in a collective), and settings that differ between processes (the prior, a warm
+start, the optimizer's learning rate) are refused; ``num_clusters`` is bounded by the events of
+every process; meshes hold each process's devices consecutively.
 """
 
 from __future__ import annotations
@@ -126,6 +129,56 @@ def test_vae_epoch_on_several_processes_equals_one_process(runs, name):
 
 @pytest.mark.parametrize("name", ["2x2", "4x1"])
 def test_bad_use_fails_on_every_process_with_a_message(runs, name):
-    for p in runs[name]:
+    for i, p in enumerate(runs[name]):
         assert "batch_size must be a multiple of the 4 devices" in str(p["bad_batch"])
-        assert "must be the same on every process" in str(p["bad_key"])
+        for case, setting in [("bad_key", "key"), ("bad_prior", "prior"),
+                              ("bad_start", "init_params"), ("bad_optimizer", "optimizer")]:
+            assert f"ValueError: {setting} must be the same on every process" in str(p[case])
+        assert "num_clusters must be <= the 400 events of positive weight" in str(p["bad_k"])
+        # Only process 1's arguments are bad; it raises its own error, every other process a
+        # ValueError naming it (none waits for it: the run would time out).
+        if i == 1:
+            assert str(p["bad_nan"]).startswith("ValueError: data.locations")
+            assert str(p["bad_unreadable"]) == "RuntimeError: the events cannot be read"
+        else:
+            for case in ("bad_nan", "bad_unreadable"):
+                assert str(p[case]).startswith("ValueError: process(es) [1] failed"), case
+
+
+def test_num_clusters_is_bounded_by_the_events_of_every_process(runs):
+    # Process 1 holds 2 events of positive weight, fewer than K = 3; process 0 holds 180.
+    parts = runs["2x2"]
+    for p in parts:
+        assert "weighted_init_error" not in p, str(p.get("weighted_init_error"))
+        np.testing.assert_array_equal(p["weighted_init_mean"], parts[0]["weighted_init_mean"])
+    positive = np.concatenate([p["positive_locations"] for p in parts])
+    assert len(positive) == 182
+    for centre in parts[0]["weighted_init_mean"]:  # each seed is an event of positive weight
+        assert np.any(np.all(positive == centre, axis=1))
+
+
+@pytest.mark.parametrize("name", ["2x2", "4x1"])
+def test_meshes_hold_each_process_s_devices_consecutively(runs, name):
+    for p in runs[name]:  # make_mesh given the devices in reverse order; global_mesh
+        for field in ("mesh_processes", "global_mesh_processes"):
+            order = p[field]
+            assert len(order) == 4 and np.all(np.diff(order) >= 0), (field, order)
+
+
+def test_fingerprints_read_values_not_addresses():
+    import optax
+
+    from vijax import cavi
+    from vijax._distributed import fingerprint
+
+    assert fingerprint(optax.adam(1e-3)) == fingerprint(optax.adam(1e-3))
+    assert fingerprint(optax.adam(1e-3)) != fingerprint(optax.adam(1e-2))
+    assert fingerprint(optax.adam(1e-3)) != fingerprint(optax.sgd(1e-3))
+    schedule = [optax.exponential_decay(1e-3, 100, rate) for rate in (0.9, 0.8)]
+    assert fingerprint(optax.adam(schedule[0])) != fingerprint(optax.adam(schedule[1]))
+    prior = cavi.Prior(tau=0.5, alpha=2.0, beta=0.2, rho=0.1, concentration=1.5)
+    assert fingerprint(prior) == fingerprint(prior._replace(alpha=2.0))
+    assert fingerprint(prior) != fingerprint(prior._replace(alpha=2.5))
+    assert fingerprint(np.zeros(2)) != fingerprint(np.zeros(2, np.float32))
+    assert fingerprint(np.zeros(2)) != fingerprint(np.zeros((1, 2)))
+    assert fingerprint(None) != fingerprint(np.zeros(2))

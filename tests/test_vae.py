@@ -39,6 +39,7 @@ from vijax.vae import (
     train_step,
 )
 from vijax.vae.objectives import log_weights, variational_params
+from vijax.vae.train import _batch_order
 
 TINY = VAEConfig(hidden=(32,), latent_dim=4)
 MODEL = VAE(TINY)
@@ -305,6 +306,39 @@ def test_incompatible_checkpoint_folders(tmp_path):
     done = fit(jax.random.PRNGKey(0), x, optimizer=ADAM, config=TINY, epochs=1, batch_size=10,
                workdir=tmp_path / "a", resume=True, progress=False)
     assert int(done.state.epoch) == 1 and len(done.history) == 1  # nothing left to train
+
+
+_orders = jax.vmap(_batch_order, in_axes=(0, None, None, None))  # eager: small, few calls
+
+
+def _global_orders(epochs, batch_size, shards, images):
+    """``(epochs, n_batches, B)`` global image indices of each epoch's batches."""
+    keys = jax.random.split(jax.random.PRNGKey(0), epochs)
+    local = np.asarray(_orders(keys, batch_size, shards, images // shards))
+    assert local.min() >= 0 and local.max() < images // shards
+    return local + np.arange(batch_size) // (batch_size // shards) * (images // shards)
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_the_shuffle_uses_every_image_equally_often_and_once_at_most_per_epoch(shards):
+    # N = 1000, B = 64: 15 batches, 40 images left out of each epoch (20 of each of 2 shards).
+    epochs, n, b = 200, 1000, 64
+    order = _global_orders(epochs, b, shards, n)
+    assert order.shape == (epochs, n // b, b)
+    flat = np.sort(order.reshape(epochs, -1), axis=1)
+    assert np.all(np.diff(flat, axis=1) > 0)  # distinct images within each epoch
+    assert len(np.unique(order[:5])) == n  # every image within 5 epochs
+    # Each image is used in an epoch with probability 960 / 1000: binomial counts.
+    counts = np.bincount(order.ravel(), minlength=n)
+    mean, sd = epochs * 0.96, np.sqrt(epochs * 0.96 * 0.04)
+    assert np.all(np.abs(counts - mean) < 6 * sd), (counts.min(), counts.max())
+
+
+def test_the_shuffle_does_not_depend_on_the_device_count_when_the_batch_divides_n():
+    # N = 512, B = 64: no image left out, the same batches on 1, 2 and 8 devices.
+    one = _global_orders(3, 64, 1, 512)
+    for shards in (2, 8):
+        np.testing.assert_array_equal(_global_orders(3, 64, shards, 512), one)
 
 
 _SHARDED = textwrap.dedent("""

@@ -13,6 +13,8 @@ Everything here is a no-op or the plain single-process path when ``jax.process_c
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -37,39 +39,125 @@ def agree(check: Callable[[], Any]) -> Any:
     process's checks failed (a process that raised alone would leave the others waiting in
     a collective).
 
-    The process whose checks failed raises its own ``ValueError``; the others raise one that
-    names it. Returns ``check()``'s value. Single-process: just ``check()``.
+    Any exception counts, not only the checks' ``ValueError`` (an object whose attribute
+    raises, say). The process whose checks failed raises its own exception, after the
+    exchange; the others raise a ``ValueError`` that names it. Returns ``check()``'s value.
+    Single-process: just ``check()``.
     """
     if not multiprocess():
         return check()
     error, value = None, None
     try:
         value = check()
-    except ValueError as e:
+    except Exception as e:  # noqa: BLE001 -- re-raised below, after every process knows
         error = e
     flags = allgather(np.int32(error is not None))
     if error is not None:
         raise error
     if flags.any():
-        raise ValueError(f"process(es) {np.flatnonzero(flags).tolist()} refused their "
-                         "arguments (their error says why); every process stops")
+        raise ValueError(f"process(es) {np.flatnonzero(flags).tolist()} failed the argument "
+                         "checks (their error says why); every process stops")
     return value
 
 
-def check_same(what: str, values: Any) -> None:
-    """Raise on every process when ``values`` (a small array: the key, settings) differ
-    between processes. Single-process: nothing."""
+def fingerprint(value: Any) -> bytes:
+    """A SHA-256 digest of ``value`` that is the same in every process for equal settings.
+
+    What is read: arrays (NumPy, JAX, NumPy scalars) by dtype, shape and bytes; ``None``,
+    numbers, strings and other objects whose ``repr`` holds no memory address by ``repr``;
+    tuples, lists (NamedTuples included) and dicts element by element; functions (such as
+    an Optax optimizer's ``init`` and ``update``) by module and qualified name, default
+    arguments and the values captured in their closures, recursively (so
+    ``optax.adam(1e-3)`` and ``optax.adam(1e-2)`` differ: the learning rate is captured);
+    other objects by type and attributes (``vars``). Cycles are cut; values reached more than
+    ``24`` levels down are read by type only.
+    """
+    digest = hashlib.sha256()
+    _feed(digest, value, 0, set())
+    return digest.digest()
+
+
+def _feed(digest: Any, value: Any, depth: int, seen: set) -> None:
+    """Add ``value`` to ``digest`` (:func:`fingerprint`)."""
+    def put(tag: str, text: str | bytes = b"") -> None:
+        digest.update(tag.encode() + b"\0")
+        digest.update(text.encode() if isinstance(text, str) else text)
+        digest.update(b"\0")
+
+    kind = type(value)
+    if isinstance(value, np.ndarray | np.generic | jax.Array):
+        array = np.asarray(value)
+        put("array", f"{array.dtype.str}{array.shape}")
+        put("bytes", np.ascontiguousarray(array).tobytes())
+        return
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
+        put(kind.__name__, repr(value))
+        return
+    if depth >= 24 or id(value) in seen:
+        put("cut", f"{kind.__module__}.{kind.__qualname__}")
+        return
+    seen = seen | {id(value)}
+    if isinstance(value, tuple | list):
+        put(f"{kind.__module__}.{kind.__qualname__}", str(len(value)))
+        for item in value:
+            _feed(digest, item, depth + 1, seen)
+        return
+    if isinstance(value, dict):
+        put("dict", str(len(value)))
+        for name in sorted(value, key=repr):
+            _feed(digest, name, depth + 1, seen)
+            _feed(digest, value[name], depth + 1, seen)
+        return
+    if inspect.isfunction(value):
+        put("function", f"{value.__module__}.{value.__qualname__}")
+        _feed(digest, value.__defaults__, depth + 1, seen)
+        cells = value.__closure__ or ()
+        _feed(digest, [_cell(cell) for cell in cells], depth + 1, seen)
+        return
+    text = repr(value)
+    if " at 0x" not in text:
+        put("repr", f"{kind.__module__}.{kind.__qualname__}:{text}")
+        return
+    put("object", f"{kind.__module__}.{kind.__qualname__}")
+    _feed(digest, getattr(value, "__dict__", None), depth + 1, seen)
+
+
+def _cell(cell: Any) -> Any:
+    """A closure cell's value (None for an empty cell)."""
+    try:
+        return cell.cell_contents
+    except ValueError:
+        return None
+
+
+def check_same(settings: dict[str, Any]) -> None:
+    """Raise on every process when any of ``settings`` (name: value, read by
+    :func:`fingerprint`) differs between processes, naming those that differ.
+    Single-process: nothing."""
     if not multiprocess():
         return
-    mine = np.asarray(values)
-    if not all(np.array_equal(mine, other) for other in allgather(mine)):
-        raise ValueError(f"{what} must be the same on every process; process "
-                         f"{jax.process_index()} has {mine.tolist()}, another differs")
+    names = list(settings)
+    mine = np.stack([np.frombuffer(fingerprint(settings[name]), np.uint8) for name in names])
+    every = allgather(mine)
+    differ = [name for i, name in enumerate(names)
+              if not all(np.array_equal(mine[i], other[i]) for other in every)]
+    if differ:
+        raise ValueError(f"{', '.join(differ)} must be the same on every process (process "
+                         f"{jax.process_index()}'s value differs from another process's)")
+
+
+def sorted_devices(devices: Any = None) -> list:
+    """``devices`` (default ``jax.devices()``) ordered by ``(process_index, id)``, so that each
+    process's devices are consecutive in a mesh over them, whatever order the platform lists
+    them in."""
+    devices = jax.devices() if devices is None else devices
+    return sorted(devices, key=lambda d: (d.process_index, d.id))
 
 
 def global_mesh(axis: str) -> Mesh:
-    """A one-axis mesh over every process's devices (``jax.devices()``)."""
-    return Mesh(np.asarray(jax.devices()), (axis,))
+    """A one-axis mesh over every process's devices (:func:`sorted_devices`: each process's
+    devices consecutive)."""
+    return Mesh(np.asarray(sorted_devices()), (axis,))
 
 
 def process_rows(mesh: Mesh, rows: int) -> np.ndarray:

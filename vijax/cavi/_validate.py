@@ -316,12 +316,18 @@ def _as_array(x: Any, dtype: Any, shape: tuple[int, ...] | None = None) -> jax.A
     return x if shape is None else jnp.broadcast_to(x, shape)
 
 
-def num_clusters(num_clusters: Any, data: Observations) -> int:
-    """``1 <= K <= N``, counting only events of positive weight."""
+def positive_events(data: Observations) -> int:
+    """The number of events of positive weight (all of them when the weights are None or
+    not concrete)."""
     n = _checks.shape_of("data.strengths", data.strengths)[0]
     if data.weights is not None and _checks.is_concrete(data.weights):
         n = int(np.sum(np.asarray(data.weights) > 0))
-    return _checks.check_int("num_clusters", num_clusters, 1, n)
+    return n
+
+
+def num_clusters(num_clusters: Any, data: Observations) -> int:
+    """``1 <= K <= N``, counting only events of positive weight."""
+    return _checks.check_int("num_clusters", num_clusters, 1, positive_events(data))
 
 
 def param_values(params: Params, name: str = "params") -> None:

@@ -16,7 +16,8 @@ their concatenation over processes (``process 0``'s, then ``process 1``'s, ...),
 key gives the same seeds, and the fit equals a single-process fit on the concatenation within
 float rounding. The globals, ELBOs and histories are the same on every process; the
 ``responsibilities`` are this process's events' rows. Every process must pass the same key
-and settings (checked).
+and settings: the integers, ``tol``, the prior and ``init_params`` (checked, by a digest of
+their values); ``num_clusters`` is bounded by the events of all the processes together.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def init(key: Array, data: Any, prior: Prior, num_clusters: int) -> tuple[Params
     def check():
         _checks.check_key("key", key)
         raw = _validate.check_observations(data)
-        k = _validate.num_clusters(num_clusters, raw)
+        k = _num_clusters(num_clusters, raw)
         _validate.check_prior(prior, k)
         return raw, k
 
@@ -127,7 +128,7 @@ def init(key: Array, data: Any, prior: Prior, num_clusters: int) -> tuple[Params
     obs, prior = _validate.to_observations(raw), _validate.to_prior(prior, num_clusters)
     if not _distributed.multiprocess():
         return _init(key, obs, prior, num_clusters=num_clusters)
-    _distributed.check_same("key and num_clusters", _settings(key, num_clusters))
+    _check_settings(raw, key=key, num_clusters=num_clusters, prior=prior)
     events = _global_events(obs)
     key, prior = _replicated_inputs(events.mesh, key, prior)
     params, value = _init(key, events.data, prior, events.order, num_clusters=num_clusters)
@@ -333,11 +334,28 @@ def _replicated_inputs(mesh: Mesh, key: Array, *rest: Any) -> tuple:
     return (key, *_distributed.replicated(mesh, rest))
 
 
-def _settings(key: Array, *values: Any) -> np.ndarray:
-    """The key's bits and ``values`` as one float64 vector, compared across processes."""
+def _num_clusters(num_clusters: Any, raw: Observations) -> int:
+    """``K``: ``1 <= K <= N`` on one process; ``K >= 1`` on each of several processes, whose
+    bound, the events of positive weight of every process, :func:`_check_settings` checks."""
+    if not _distributed.multiprocess():
+        return _validate.num_clusters(num_clusters, raw)
+    return _checks.check_int("num_clusters", num_clusters, 1)
+
+
+def _check_settings(raw: Observations, **settings: Any) -> None:
+    """Several processes, after their own checks: ``settings`` (the key as its bits, the
+    prior and warm start as converted, the integers and tolerance) must be the same on every
+    process (:func:`vijax._distributed.check_same`), and ``num_clusters`` at most the events
+    of positive weight of all the processes together. Raises on every process alike."""
+    key = settings["key"]
     typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    bits = np.asarray(jax.random.key_data(key) if typed else key).ravel()
-    return np.concatenate([bits.astype(np.float64), np.asarray(values, np.float64)])
+    settings["key"] = np.asarray(jax.random.key_data(key) if typed else key)
+    _distributed.check_same(settings)
+    total = int(_distributed.allgather(np.int64(_validate.positive_events(raw))).sum())
+    if settings["num_clusters"] > total:
+        raise ValueError(f"num_clusters must be <= the {total} events of positive weight of "
+                         f"all {jax.process_count()} processes; got "
+                         f"{settings['num_clusters']}")
 
 
 def _local_result(events: _GlobalEvents, result: Any) -> Any:
@@ -390,12 +408,13 @@ def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: in
     Raises:
         ValueError: naming the argument, for bad input, before anything is compiled.
             Several processes: on every process when any process's arguments are bad, or
-            when the key or the settings differ between processes.
+            when the key or the settings (``num_clusters``, ``num_restarts``, ``max_iter``,
+            ``tol``, ``prior``, ``init_params``) differ between processes.
     """
     def check():
         _checks.check_key("key", key)
         raw = _validate.check_observations(data)
-        k = _validate.num_clusters(num_clusters, raw)
+        k = _num_clusters(num_clusters, raw)
         _validate.check_prior(prior, k)
         restarts = _checks.check_int("num_restarts", num_restarts, 1)
         if init_params is not None:
@@ -411,8 +430,8 @@ def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: in
     tol = np.asarray(tol, obs.locations.dtype)
     static = {"num_clusters": num_clusters, "num_restarts": num_restarts, "max_iter": max_iter}
     if _distributed.multiprocess():
-        _distributed.check_same("key, num_clusters, num_restarts, max_iter and tol",
-                                _settings(key, num_clusters, num_restarts, max_iter, tol))
+        _check_settings(raw, key=key, num_clusters=num_clusters, num_restarts=num_restarts,
+                        max_iter=max_iter, tol=tol, prior=prior, init_params=start)
         events = _global_events(obs)
         key, prior, tol, start = _replicated_inputs(events.mesh, key, prior, tol, start)
         return _local_result(events, _fit(key, events.data, prior, tol, events.order, start,

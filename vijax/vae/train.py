@@ -6,9 +6,9 @@ or ``IWAE(k)``) under any of its estimators (``Reparam()``, ``STL()``, ``DReG()`
 the course's recipe is ``ELBO(kl="analytic")``, ``Reparam()``, ``optax.adam(1e-3)``, batch 100,
 15 epochs, rounded pixels.
 (The course sums the loss over the batch; Adam is invariant to that scale up to its
-``eps``.) An epoch shuffles the training images with the state's key, drops the last
-``N mod batch_size`` of them, and runs every step inside one jitted ``lax.scan`` with the
-images on the device; the state's buffers are donated.
+``eps``.) An epoch shuffles the training images with the state's key, leaves out
+``N mod batch_size`` of them (a different random set each epoch), and runs every step inside
+one jitted ``lax.scan`` with the images on the device; the state's buffers are donated.
 
 Data parallelism: a :class:`jax.sharding.Mesh` over the devices with one axis ``"data"``.
 The images are sharded along it (device ``d`` of ``D`` holds a contiguous ``1/D`` of them),
@@ -16,11 +16,15 @@ each batch is too, parameters and optimiser state are replicated, and XLA insert
 all-reduce of the gradients. The shuffle is local to each device's images, so no image
 crosses devices: row ``j`` of every batch (``j < B``) is drawn, without replacement over
 the epoch, from its own group of ``N // B`` consecutive images, in the order of a
-permutation keyed by ``fold_in(key, j)`` (a stratified shuffle: each image once per epoch;
-two images of one group never share a batch). Groups are consecutive images of one device's
-shard, so the batches, and the training, are the same on any number of devices when ``N`` is
-a multiple of ``B`` (with fewer devices than before this scheme, the order differs from the
-former global permutation).
+permutation keyed by ``fold_in(key, j)`` (a stratified shuffle: each image at most once per
+epoch; two images of one group never share a batch). Groups are consecutive images of one
+device's shard, counted cyclically from an offset drawn afresh each epoch for each shard,
+uniform over the shard's ``L`` images (keyed by ``fold_in(fold_in(key, B), shard)``): the
+``L mod (B / D)`` images after the groups, left out of the epoch, are then any of the shard's
+with equal probability, so every image is trained on over the epochs. When ``N`` is a
+multiple of ``B`` no image is left out and the offset is 0, so the batches, and the
+training, are the same on any number of devices (with fewer devices than before this scheme,
+the order differs from the former global permutation).
 
 Several processes (``jax.distributed.initialize`` first; README, "Several processes or
 hosts"): the mesh spans every process's devices and :func:`fit` takes ``train_images`` as
@@ -170,20 +174,31 @@ def train_step(state: TrainState, x: jax.Array, *, model: VAE,
 
 def make_mesh(devices: list | None = None) -> Mesh:
     """A one-axis (``"data"``) mesh over ``devices`` (default: ``jax.devices()``, every
-    process's devices; the local devices when there is one process)."""
-    devices = list(jax.devices() if devices is None else devices)
-    return Mesh(np.array(devices), ("data",))
+    process's devices; the local devices when there is one process), ordered by process and
+    id, so that each process's devices are consecutive."""
+    return Mesh(np.array(_distributed.sorted_devices(devices)), ("data",))
 
 
-def _batch_order(key: jax.Array, batch_size: int, shards: int, n_batches: int) -> jax.Array:
-    """``(n_batches, B)``: entry ``[t, j]`` is the index, within its device's shard, of row
-    ``j`` of batch ``t``: ``g n_batches + pi_j(t)``, with ``g = j mod (B / shards)`` the row's
-    group in its shard and ``pi_j`` a permutation of ``n_batches`` keyed by ``fold_in(key,
-    j)`` (module docstring)."""
+def _batch_order(key: jax.Array, batch_size: int, shards: int, shard_size: int) -> jax.Array:
+    """``(n_batches, B)``, ``n_batches = shards shard_size // B``: entry ``[t, j]`` is the
+    index, within its device's shard of ``L = shard_size`` images, of row ``j`` of batch
+    ``t``: ``(o_s + g n_batches + pi_j(t)) mod L``, with ``s = j // (B / shards)`` the row's
+    shard, ``g = j mod (B / shards)`` its group in the shard, ``pi_j`` a permutation of
+    ``n_batches`` keyed by ``fold_in(key, j)``, and ``o_s`` the shard's offset, uniform on
+    ``0..L-1`` keyed by ``fold_in(fold_in(key, B), s)``, or 0 when ``B`` divides
+    ``shards L`` (module docstring)."""
+    per_shard = batch_size // shards
+    n_batches = shards * shard_size // batch_size
     rows = jnp.arange(batch_size)
     perms = jax.vmap(lambda j: jax.random.permutation(jax.random.fold_in(key, j),
                                                       n_batches))(rows)
-    return ((rows % (batch_size // shards))[:, None] * n_batches + perms).T
+    order = (rows % per_shard)[:, None] * n_batches + perms
+    if shard_size % per_shard:  # images left out: which ones changes with the offset
+        offset_key = jax.random.fold_in(key, batch_size)
+        offsets = jax.vmap(lambda s: jax.random.randint(jax.random.fold_in(offset_key, s), (),
+                                                        0, shard_size))(jnp.arange(shards))
+        order = (order + offsets[rows // per_shard][:, None]) % shard_size
+    return order.T
 
 
 def _shard_images(images: Any, mesh: Mesh) -> jax.Array:
@@ -218,7 +233,7 @@ def _epoch_fn(model: VAE, optimizer: optax.GradientTransformation, batch_size: i
     def epoch(state: TrainState, images: jax.Array) -> tuple[TrainState, jax.Array]:
         n_batches = images.shape[0] // batch_size
         key, perm_key, steps_key = jax.random.split(state.key, 3)
-        order = _batch_order(perm_key, batch_size, mesh.size, n_batches)
+        order = _batch_order(perm_key, batch_size, mesh.size, images.shape[0] // mesh.size)
 
         def body(carry, inputs):
             params, opt_state, est_state = carry
@@ -406,7 +421,10 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
 
     Several processes: ``train_images`` is this process's images (module docstring);
     ``batch_size`` is the global batch, a multiple of the global device count; ``key`` and
-    the settings must be the same on every process (checked); ``workdir`` must be None;
+    the settings must be the same on every process: ``key``, ``epochs``, ``batch_size``,
+    ``config``, ``objective``, ``estimator`` and ``binarization`` by value, ``optimizer`` by
+    the names of its functions and the values they capture (its learning rate, ...; see
+    ``vijax._distributed.fingerprint``), checked on every process; ``workdir`` must be None;
     the test loss is the mean over every process's ``test_images`` (the same on every
     process; its one-sample noise, and a dynamic binarisation's draw, are drawn per process,
     so it equals a single-process run's in expectation only); the returned state is
@@ -449,9 +467,11 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
 
     several = _distributed.multiprocess()
     config, images, epochs, batch_size, test, devices = _distributed.agree(check)
-    if several:
-        _distributed.check_same("key, epochs and batch_size", np.concatenate(
-            [np.asarray(_raw_key(key), np.float64), [epochs, batch_size]]))
+    if several:  # read by vijax._distributed.fingerprint
+        _distributed.check_same({
+            "key": np.asarray(_raw_key(key)), "epochs": epochs, "batch_size": batch_size,
+            "config": config, "objective": objective, "estimator": estimator,
+            "binarization": binarization, "optimizer": optimizer})
     settings = {"batch_size": batch_size, "objective": repr(objective),
                 "estimator": repr(estimator), "binarization": binarization}
     workdir = None if workdir is None else Path(workdir)
