@@ -426,8 +426,10 @@ def fit(key: jax.Array, train_images: Any, *, optimizer: optax.GradientTransform
     the names of its functions and the values they capture (its learning rate, ...; see
     ``vijax._distributed.fingerprint``), checked on every process; ``workdir`` must be None;
     the test loss is the mean over every process's ``test_images`` (the same on every
-    process; its one-sample noise, and a dynamic binarisation's draw, are drawn per process,
-    so it equals a single-process run's in expectation only); the returned state is
+    process; each process draws its images' one-sample noise, and a dynamic binarisation,
+    from the same fixed key as if its images were the only ones, so the noise differs from a
+    single-process run's on the concatenation and the loss equals that run's in expectation
+    only); the returned state is
     the same on every process, as arrays of this process; the progress bar shows on
     process 0 only.
 
