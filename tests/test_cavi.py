@@ -576,21 +576,11 @@ COMPILED = (_fit, _init, *model.COMPILED)
 
 @contextlib.contextmanager
 def nothing_compiled():
-    """Asserts that no XLA computation is compiled inside the block (a listener on JAX's
-    compile events) and that no jit cache of vijax.cavi grew."""
-    compiled = []
-
-    def listener(event, *args, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(event)
-
+    """:func:`conftest.no_compilation`, and no jit cache of vijax.cavi grew (a trace that hit
+    a cache would compile nothing but still be work done)."""
     before = [f._cache_size() for f in COMPILED]
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with no_compilation():
         yield
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-    assert not compiled, f"{len(compiled)} computation(s) compiled"
     assert [f._cache_size() for f in COMPILED] == before
 
 

@@ -139,32 +139,22 @@ def params_structure(params: Any, *, responsibilities: bool, num_events: int | N
     return k
 
 
-def learned_weights_agree(prior: Prior, params: Params) -> None:
-    """Learned weights (``prior.concentration``) go with ``params.concentration``."""
-    if (prior.concentration is None) != (params.concentration is None):
-        raise ValueError(
-            "prior and params disagree: params.concentration is "
-            + ("given (learned mixture weights) but prior.concentration is None"
-               if params.concentration is not None else
-               "None (fixed mixture weights) but prior.concentration is given")
-            + "; pass the prior the params belong to")
-
-
-def learned_precisions_agree(prior: Prior, params: Params) -> None:
-    """Learned precisions (``prior.tau_shape``) go with ``params.tau_shape``."""
-    if (prior.tau_shape is None) != (params.tau_shape is None):
-        raise ValueError(
-            "prior and params disagree: params.tau_shape is "
-            + ("given (learned per-cluster precisions) but prior.tau_shape is None"
-               if params.tau_shape is not None else
-               "None (one fixed tau) but prior.tau_shape is given (learned precisions)")
-            + "; pass the prior the params belong to")
+# The factors a prior may learn: the field that marks them in Prior and Params, and what
+# they are when learned and when fixed.
+LEARNED_FACTORS = (("concentration", "learned mixture weights", "fixed mixture weights"),
+                   ("tau_shape", "learned per-cluster precisions", "one fixed tau"))
 
 
 def learned_factors_agree(prior: Prior, params: Params) -> None:
     """The learned factors of ``prior`` and ``params`` agree: weights and precisions."""
-    learned_weights_agree(prior, params)
-    learned_precisions_agree(prior, params)
+    for field, learned, fixed in LEARNED_FACTORS:
+        in_params = getattr(params, field) is not None
+        if (getattr(prior, field) is not None) != in_params:
+            raise ValueError(
+                f"prior and params disagree: params.{field} is "
+                + (f"given ({learned}) but prior.{field} is None" if in_params else
+                   f"None ({fixed}) but prior.{field} is given ({learned})")
+                + "; pass the prior the params belong to")
 
 
 def model_inputs(data: Any, prior: Any, params: Any, *,
