@@ -18,9 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import no_compilation
+from conftest import gradient_replicates, no_compilation, z_scores
 
-from vijax import diagnostics as D
 from vijax import estimators as E
 from vijax.families import FullRankGaussian, GaussianParams, MeanFieldGaussian
 from vijax.models import conjugate_gaussian, simulate_conjugate_gaussian
@@ -73,16 +72,12 @@ def flat(tree):
 
 def replicates(log_joint, family, params, objective, estimator, state=None, n=REPLICATES,
                key=KEY):
-    """``(n, P)`` replicate gradient estimates, by ``vmap`` over keys."""
-    fn = E.gradient(log_joint, family, objective=objective, estimator=estimator)
-    state = estimator.init_state() if state is None else state
-    g = D.gradient_samples(key, lambda k, p: fn.raw(k, p, state).grad, params, n)
-    return np.asarray(D.flatten_gradients(g), np.float64)
+    """``(n, P)`` replicate gradient estimates (``conftest.gradient_replicates``)."""
+    return gradient_replicates(key, log_joint, family, params, objective, estimator, state, n)
 
 
 def max_z(samples, target):
-    se = samples.std(axis=0, ddof=1) / math.sqrt(samples.shape[0])
-    return float(np.max(np.abs(samples.mean(axis=0) - target) / np.maximum(se, 1e-6)))
+    return float(np.max(z_scores(samples, target, floor=1e-6)))
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -117,14 +117,8 @@ def init(key: Array, data: Any, prior: Prior, num_clusters: int) -> tuple[Params
     Raises:
         ValueError: naming the argument, for bad input, before anything is compiled.
     """
-    def check():
-        _checks.check_key("key", key)
-        raw = _validate.check_observations(data)
-        k = _num_clusters(num_clusters, raw)
-        _validate.check_prior(prior, k)
-        return raw, k
-
-    raw, num_clusters = _distributed.agree(check)
+    raw, num_clusters = _distributed.agree(
+        lambda: _checked_inputs(key, data, prior, num_clusters))
     obs, prior = _validate.to_observations(raw), _validate.to_prior(prior, num_clusters)
     if not _distributed.multiprocess():
         return _init(key, obs, prior, num_clusters=num_clusters)
@@ -133,6 +127,16 @@ def init(key: Array, data: Any, prior: Prior, num_clusters: int) -> tuple[Params
     key, prior = _replicated_inputs(events.mesh, key, prior)
     params, value = _init(key, events.data, prior, events.order, num_clusters=num_clusters)
     return _local_result(events, (params, value))
+
+
+def _checked_inputs(key: Any, data: Any, prior: Any, num_clusters: Any) -> tuple[Any, int]:
+    """The checks :func:`init` and :func:`fit` share: one key, the events, ``K`` and the
+    prior; returns the checked events and ``K``."""
+    _checks.check_key("key", key)
+    raw = _validate.check_observations(data)
+    k = _num_clusters(num_clusters, raw)
+    _validate.check_prior(prior, k)
+    return raw, k
 
 
 @partial(jax.jit, static_argnames=("num_clusters",))
@@ -412,10 +416,7 @@ def fit(key: Array, data: Any, prior: Prior, num_clusters: int, num_restarts: in
             ``tol``, ``prior``, ``init_params``) differ between processes.
     """
     def check():
-        _checks.check_key("key", key)
-        raw = _validate.check_observations(data)
-        k = _num_clusters(num_clusters, raw)
-        _validate.check_prior(prior, k)
+        raw, k = _checked_inputs(key, data, prior, num_clusters)
         restarts = _checks.check_int("num_restarts", num_restarts, 1)
         if init_params is not None:
             _check_start(init_params, prior, k, restarts)

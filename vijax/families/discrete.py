@@ -281,10 +281,8 @@ class _Relaxed:
         exact = self._exact()
         return exact.soft(exact.relaxed_noise(key, params, sample_shape), self.temperature)
 
-    def sample_and_log_prob(self, key: Array, params: Array,
-                            sample_shape: int | Sequence[int] = ()) -> tuple[Array, Array]:
-        x = self.sample(key, params, sample_shape)
-        return x, self.log_prob(params, x)
+    # a draw of sample(), then its log_prob, as for the exact families
+    sample_and_log_prob = _Discrete.sample_and_log_prob
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vijax import random as _random
-from vijax._checks import check_finite, check_floating, check_int, check_key, shape_of
-from vijax.families._common import _as_float, _sum_event
+from vijax._checks import check_finite, check_int, check_key, shape_of
+from vijax.families._common import _as_float, _checked_fields, _sum_event
 from vijax.samplers import _sample_shape
 
 Array = jax.Array
@@ -91,11 +91,7 @@ class MeanFieldGaussian:
         if len(loc_shape) < self.event_ndim:
             raise ValueError(f"{name}.loc must have at least event_ndim = {self.event_ndim} "
                              f"axes; got shape {loc_shape}")
-        for field in GaussianParams._fields:
-            check_floating(f"{name}.{field}", getattr(params, field))
-            if values:
-                check_finite(f"{name}.{field}", getattr(params, field))
-        return GaussianParams(*(jnp.asarray(p) if isinstance(p, list) else p for p in params))
+        return _checked_fields(params, name, values)
 
     def batch_shape(self, params: GaussianParams) -> tuple[int, ...]:
         shape = jnp.shape(params.loc)
@@ -210,11 +206,7 @@ class FullRankGaussian:
         if got != want:
             raise ValueError(f"{name}.tril_raw must have shape {want} (loc's shape plus D); got "
                              f"shape {got}")
-        for field in FullRankParams._fields:
-            check_floating(f"{name}.{field}", getattr(params, field))
-            if values:
-                check_finite(f"{name}.{field}", getattr(params, field))
-        return FullRankParams(*(jnp.asarray(p) if isinstance(p, list) else p for p in params))
+        return _checked_fields(params, name, values)
 
     def batch_shape(self, params: FullRankParams) -> tuple[int, ...]:
         return tuple(jnp.shape(params.loc)[:-1])
