@@ -79,7 +79,20 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "x64": bool(jax.config.jax_enable_x64),
+        "blas_threads": blas_threads(),
     }
+
+
+def blas_threads() -> dict[str, int] | None:
+    """The thread count of each BLAS / OpenMP pool loaded in this process (NumPy's and
+    scikit-learn's peers run on them), from ``threadpoolctl`` (a scikit-learn dependency);
+    None when it is not installed."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return {f"{p.get('internal_api')}:{Path(p.get('filepath', '')).name}": p.get("num_threads")
+            for p in threadpool_info()}
 
 
 def parser(description: str) -> argparse.ArgumentParser:
